@@ -1,0 +1,35 @@
+//! The eBPF side's own error counters (`HEALTH` array map), so that nothing is lost silently.
+
+/// Name of the health array map in the eBPF object.
+pub const HEALTH_MAP: &str = "HEALTH";
+
+/// One slot of the health map. A non-zero value means some event could not be attributed.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// An abort or cancel probe fired for a thread with no open attempt of that section: the
+    /// attempt began before the probes were attached. Not counted, so totals stay consistent.
+    UnmatchedExit = 0,
+    /// The per-thread state map was full: an entry could not be recorded.
+    StateInsertFailed = 1,
+    /// A cookie named a section beyond the map's capacity or an unknown event.
+    BadCookie = 2,
+}
+
+impl Health {
+    pub const COUNT: u32 = 3;
+    pub const ALL: [Health; Health::COUNT as usize] = [
+        Health::UnmatchedExit,
+        Health::StateInsertFailed,
+        Health::BadCookie,
+    ];
+
+    /// Stable name, used in logs and metrics.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Health::UnmatchedExit => "unmatched_exit",
+            Health::StateInsertFailed => "state_insert_failed",
+            Health::BadCookie => "bad_cookie",
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! Builds the eBPF programs from `rseq-trace-ebpf` and leaves the object in `OUT_DIR` for
+//! `include_bytes_aligned!`. The BPF target needs `-Z build-std=core`, which Debian's rustc-web
+//! (linked as the rustup toolchain `debian-web` by `scripts/bootstrap.sh`) allows with
+//! RUSTC_BOOTSTRAP=1, and bpf-linker, which the bootstrap installs under /opt/rseq-trace-tools.
+use std::{env, path::PathBuf};
+
+use anyhow::Context as _;
+
+const TOOLCHAIN: &str = "debian-web";
+const DEFAULT_TOOLS: &str = "/opt/rseq-trace-tools";
+
+fn main() -> anyhow::Result<()> {
+    println!("cargo:rerun-if-env-changed=RSEQ_TRACE_TOOLS");
+    let tools = env::var_os("RSEQ_TRACE_TOOLS").unwrap_or_else(|| DEFAULT_TOOLS.into());
+    let mut path = vec![PathBuf::from(tools).join("bin")];
+    path.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));
+    // Only this build script's environment (and the cargo it spawns) sees these.
+    env::set_var("PATH", env::join_paths(path)?);
+    env::set_var("RUSTC_BOOTSTRAP", "1");
+
+    let manifest_dir = env::var("CARGO_MANIFEST_DIR")?;
+    let ebpf_dir = PathBuf::from(manifest_dir).join("../rseq-trace-ebpf");
+    let ebpf_dir = ebpf_dir
+        .canonicalize()
+        .with_context(|| format!("eBPF crate not found at {}", ebpf_dir.display()))?;
+    let root_dir = ebpf_dir
+        .to_str()
+        .context("non-UTF-8 path to the eBPF crate")?;
+    aya_build::build_ebpf(
+        [aya_build::Package {
+            name: "rseq-trace-ebpf",
+            root_dir,
+            ..Default::default()
+        }],
+        aya_build::Toolchain::Custom(TOOLCHAIN),
+    )
+    .context("building the eBPF programs failed; run scripts/bootstrap.sh first")
+}

@@ -1,0 +1,12 @@
+//! rseq-trace: counts how often each restartable-sequence critical section of a process is
+//! entered, committed, cancelled and aborted, with uprobes placed only where they cannot break
+//! the traced program.
+
+pub mod attach;
+pub mod counts;
+pub mod error;
+pub mod probe_points;
+pub mod report;
+pub mod session;
+pub mod table;
+pub mod target;

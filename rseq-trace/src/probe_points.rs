@@ -1,0 +1,196 @@
+//! Where rseq-trace may place probes for a critical section, and the guard that keeps every
+//! probe out of [start_ip, post_commit_ip) (REFERENCE §5: a probe there silently corrupts the
+//! traced program's per-CPU data).
+
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+use serde::Serialize;
+
+use crate::{
+    error::AttachError,
+    table::{
+        elf::{Arch, ElfImage},
+        CriticalSection,
+    },
+};
+
+/// x86-64 RSEQ_SIG: the 4 bytes the kernel checks before every abort handler.
+const RSEQ_SIG_X86_64: u32 = 0x5305_3053;
+/// aarch64 RSEQ_SIG (`brk #0x45e0` in little-endian instruction order).
+const RSEQ_SIG_AARCH64: u32 = 0xd428_bc00;
+
+/// The probe points of one section, all outside every section.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ProbePlan {
+    /// The store of the descriptor address into `rseq->rseq_cs`, ending at start_ip. Every
+    /// attempt passes it exactly once, and a preemption right after it aborts correctly.
+    pub entry: u64,
+    /// abort_ip: the kernel's restart target and the section's own CPU-mismatch branch.
+    pub abort: u64,
+    /// Exit points: each counts a cancel.
+    pub cancels: Vec<u64>,
+}
+
+impl ProbePlan {
+    /// Every address this plan probes.
+    pub fn addresses(&self) -> impl Iterator<Item = u64> + '_ {
+        [self.entry, self.abort]
+            .into_iter()
+            .chain(self.cancels.iter().copied())
+    }
+}
+
+/// Plans the probes of `cs`, or says why it cannot be traced safely.
+pub fn plan(
+    image: &ElfImage,
+    cs: &CriticalSection,
+    all: &[CriticalSection],
+) -> Result<ProbePlan, String> {
+    let entry = match image.arch {
+        Arch::X86_64 => x86_64_store_before(image, cs.start_ip)?,
+        Arch::Aarch64 => aarch64_store_before(image, cs.start_ip)?,
+    };
+    let plan = ProbePlan {
+        entry,
+        abort: cs.abort_ip,
+        cancels: cs.exits.clone(),
+    };
+    for addr in plan.addresses() {
+        check_outside(addr, all).map_err(|e| e.to_string())?;
+        if !image.is_code(addr) {
+            return Err(format!("probe point {addr:#x} is not in executable code"));
+        }
+    }
+    Ok(plan)
+}
+
+/// Whether the 4 bytes before abort_ip are the architecture's RSEQ_SIG. The kernel kills a
+/// thread whose abort handler lacks it, so a missing signature means a malformed table.
+pub fn has_signature(image: &ElfImage, cs: &CriticalSection) -> bool {
+    let sig = match image.arch {
+        Arch::X86_64 => RSEQ_SIG_X86_64,
+        Arch::Aarch64 => RSEQ_SIG_AARCH64,
+    };
+    image.read_u32(cs.abort_ip.wrapping_sub(4)) == Some(sig)
+}
+
+/// The guard: refuses any address inside any critical section.
+pub fn check_outside(addr: u64, all: &[CriticalSection]) -> Result<(), AttachError> {
+    match all.iter().find(|cs| cs.contains(addr)) {
+        Some(cs) => Err(AttachError::InsideSection {
+            addr,
+            start: cs.start_ip,
+            end: cs.post_commit_ip,
+        }),
+        None => Ok(()),
+    }
+}
+
+/// Longest x86-64 instruction.
+const MAX_INSN: u64 = 15;
+
+/// The `mov m64, r64` that ends exactly at start_ip. Decoded forward from the enclosing
+/// function's start when a symbol gives it (instruction boundaries are then certain), otherwise
+/// by trying each length that could end there.
+fn x86_64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
+    if let Some((fstart, _)) = image.function_at(start_ip - 1) {
+        if let Some(bytes) = image.bytes(fstart, (start_ip - fstart) as usize) {
+            let mut decoder = Decoder::with_ip(64, bytes, fstart, DecoderOptions::NONE);
+            let mut last = None;
+            for insn in &mut decoder {
+                last = Some(insn);
+            }
+            if let Some(insn) = last.filter(|i| i.next_ip() == start_ip && !i.is_invalid()) {
+                return if is_pointer_store(&insn) {
+                    Ok(insn.ip())
+                } else {
+                    Err(format!(
+                        "the instruction before start_ip {start_ip:#x} is `{insn}`, not the store of the descriptor address"
+                    ))
+                };
+            }
+        }
+    }
+    let mut found = Vec::new();
+    for len in 1..=MAX_INSN {
+        let Some(at) = start_ip.checked_sub(len) else {
+            break;
+        };
+        let Some(bytes) = image.bytes(at, len as usize) else {
+            continue;
+        };
+        let insn = Decoder::with_ip(64, bytes, at, DecoderOptions::NONE).decode();
+        if !insn.is_invalid() && insn.len() as u64 == len && is_pointer_store(&insn) {
+            found.push(at);
+        }
+    }
+    match found.as_slice() {
+        [at] => Ok(*at),
+        [] => Err(format!(
+            "no store of the descriptor address ends at start_ip {start_ip:#x}"
+        )),
+        _ => Err(format!(
+            "the instruction before start_ip {start_ip:#x} is ambiguous without a symbol"
+        )),
+    }
+}
+
+/// `mov qword ptr [mem], r64`: how librseq stores the descriptor address into `rseq_cs`.
+fn is_pointer_store(insn: &Instruction) -> bool {
+    insn.mnemonic() == Mnemonic::Mov
+        && insn.op0_kind() == OpKind::Memory
+        && insn.op1_kind() == OpKind::Register
+        && insn.op1_register().size() == 8
+}
+
+/// aarch64: the `str x, [x, #imm]` just before start_ip (instructions are 4 bytes).
+fn aarch64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
+    let at = start_ip.checked_sub(4).ok_or("start_ip is 0")?;
+    let word = image
+        .read_u32(at)
+        .ok_or_else(|| format!("cannot read the instruction before start_ip {start_ip:#x}"))?;
+    // STR (immediate, unsigned offset), 64-bit: 1111 1001 00 imm12 Rn Rt.
+    if word & 0xffc0_0000 == 0xf900_0000 {
+        Ok(at)
+    } else {
+        Err(format!(
+            "the instruction before start_ip {start_ip:#x} ({word:#010x}) is not a 64-bit str"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cs(start: u64, end: u64) -> CriticalSection {
+        CriticalSection {
+            descriptor: 0,
+            start_ip: start,
+            post_commit_ip: end,
+            abort_ip: end + 100,
+            exits: vec![],
+        }
+    }
+
+    #[test]
+    fn guard_refuses_every_address_inside_and_allows_the_edges() {
+        let all = [cs(0x1000, 0x1010), cs(0x2000, 0x2004)];
+        for addr in [0x1000, 0x1008, 0x100f, 0x2000, 0x2003] {
+            assert!(check_outside(addr, &all).is_err(), "{addr:#x}");
+        }
+        for addr in [0xfff, 0x1010, 0x1fff, 0x2004] {
+            assert!(check_outside(addr, &all).is_ok(), "{addr:#x}");
+        }
+    }
+
+    #[test]
+    fn recognises_the_librseq_store() {
+        // mov qword ptr [rcx+8], rax
+        let insn =
+            Decoder::with_ip(64, &[0x48, 0x89, 0x41, 0x08], 0, DecoderOptions::NONE).decode();
+        assert!(is_pointer_store(&insn));
+        // mov eax, dword ptr [rcx+8]
+        let insn = Decoder::with_ip(64, &[0x8b, 0x41, 0x08], 0, DecoderOptions::NONE).decode();
+        assert!(!is_pointer_store(&insn));
+    }
+}

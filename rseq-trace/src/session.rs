@@ -1,0 +1,108 @@
+//! One tracing session of one process: discover its sections, plan and attach the probes, and
+//! read the counts. Dropping the session detaches every probe.
+
+use tracing::{info, warn};
+
+use crate::{
+    attach::Tracer,
+    counts::Snapshot,
+    error::SessionError,
+    probe_points::{self, ProbePlan},
+    table::{elf::ElfImage, librseq, CriticalSection},
+    target::Target,
+};
+
+/// A critical section as the session knows it.
+#[derive(Clone, Debug)]
+pub struct Section {
+    /// Index in the counter map and in the cookies of its probes.
+    pub id: u32,
+    pub cs: CriticalSection,
+    /// `function+0xoffset` of start_ip, or the bare address without symbols.
+    pub name: String,
+    /// The probes, or why the section is not traced.
+    pub plan: Result<ProbePlan, String>,
+}
+
+pub struct Session {
+    pub target: Target,
+    pub sections: Vec<Section>,
+    tracer: Tracer,
+}
+
+impl Session {
+    /// Reads the tables of `pid`'s executable and attaches probes to every section that can be
+    /// probed safely. Sections that cannot are kept, with the reason, and logged.
+    pub fn start(pid: u32) -> Result<Self, SessionError> {
+        let target = Target::from_pid(pid)?;
+        let image = ElfImage::open(&target.exe_link)?;
+        let (found, table_warnings) = librseq::read(&image);
+        for w in &table_warnings {
+            warn!(
+                "{}: table entry at {:#x} skipped: {}",
+                target.exe_name, w.at, w.message
+            );
+        }
+        if found.is_empty() {
+            return Err(SessionError::NoSections {
+                exe: target.exe_name,
+                pid,
+            });
+        }
+        let sections: Vec<Section> = found
+            .iter()
+            .enumerate()
+            .map(|(id, cs)| Section {
+                id: id as u32,
+                cs: cs.clone(),
+                name: name_of(&image, cs.start_ip),
+                plan: probe_points::plan(&image, cs, &found),
+            })
+            .collect();
+        for s in &sections {
+            if let Err(reason) = &s.plan {
+                warn!("section {} not traced: {reason}", s.name);
+            } else if !probe_points::has_signature(&image, &s.cs) {
+                warn!("section {}: no RSEQ_SIG before abort_ip {:#x}; the kernel would kill the thread on abort", s.name, s.cs.abort_ip);
+            }
+        }
+        if sections.iter().all(|s| s.plan.is_err()) {
+            return Err(SessionError::NothingSafe {
+                exe: target.exe_name,
+                count: sections.len(),
+                reason: sections[0].plan.clone().err().unwrap_or_default(),
+            });
+        }
+        let mut tracer = Tracer::load(sections.len() as u32)?;
+        for s in &sections {
+            if let Ok(plan) = &s.plan {
+                tracer.attach(&target.exe_link, pid, &image, s.id, plan, &found)?;
+            }
+        }
+        info!(
+            "attached {} probes to {} sections of pid {} ({})",
+            tracer.probes(),
+            sections.iter().filter(|s| s.plan.is_ok()).count(),
+            pid,
+            target.exe_name
+        );
+        Ok(Session {
+            target,
+            sections,
+            tracer,
+        })
+    }
+
+    /// The current counts of every section.
+    pub fn snapshot(&self) -> Result<Snapshot, SessionError> {
+        Ok(self.tracer.snapshot(self.sections.len() as u32)?)
+    }
+}
+
+/// `function+0xoffset`, demangled, or the address when no symbol covers it.
+fn name_of(image: &ElfImage, addr: u64) -> String {
+    match image.function_at(addr) {
+        Some((start, f)) => format!("{:#}+{:#x}", rustc_demangle::demangle(f), addr - start),
+        None => format!("{addr:#x}"),
+    }
+}

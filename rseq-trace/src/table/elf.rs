@@ -1,0 +1,167 @@
+//! An ELF file as rseq tables see it: link-time addresses, with dynamic relocations applied.
+
+use std::{collections::HashMap, fs, path::Path};
+
+use object::{
+    elf, Architecture, Object, ObjectSection, ObjectSegment, ObjectSymbol, RelocationFlags,
+    SymbolKind,
+};
+
+use crate::error::TableError;
+
+/// The architectures whose rseq ABI rseq-trace knows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Arch {
+    X86_64,
+    Aarch64,
+}
+
+/// A loaded ELF image, addressed by link-time virtual address.
+///
+/// Descriptors in PIE executables and shared objects carry `R_*_RELATIVE` relocations. GNU ld
+/// also writes the link-time value into the file, lld (without `-z pack-relative-relocs`) does
+/// not, so a pointer is read from the relocation's addend when there is one.
+pub struct ElfImage {
+    pub arch: Arch,
+    data: Vec<u8>,
+    /// Link-time address of a relocated word -> its addend (the link-time value it points to).
+    relative: HashMap<u64, u64>,
+    /// (vaddr, filesz, file offset, executable) of each PT_LOAD segment.
+    segments: Vec<(u64, u64, u64, bool)>,
+    /// Named sections: name -> (address, size).
+    sections: HashMap<String, (u64, u64)>,
+    /// Function symbols sorted by address: (address, size, name).
+    functions: Vec<(u64, u64, String)>,
+}
+
+impl ElfImage {
+    pub fn open(path: &Path) -> Result<Self, TableError> {
+        let data = fs::read(path).map_err(|source| TableError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::parse(path, data)
+    }
+
+    pub fn parse(path: &Path, data: Vec<u8>) -> Result<Self, TableError> {
+        let not_elf = |reason: String| TableError::NotElf {
+            path: path.to_owned(),
+            reason,
+        };
+        let file = object::File::parse(&*data).map_err(|e| not_elf(e.to_string()))?;
+        if file.format() != object::BinaryFormat::Elf {
+            return Err(not_elf(format!("{:?} format", file.format())));
+        }
+        let arch = match file.architecture() {
+            Architecture::X86_64 => Arch::X86_64,
+            Architecture::Aarch64 => Arch::Aarch64,
+            other => {
+                return Err(TableError::UnsupportedArch {
+                    path: path.to_owned(),
+                    arch: format!("{other:?}"),
+                })
+            }
+        };
+        let relative_type = match arch {
+            Arch::X86_64 => elf::R_X86_64_RELATIVE,
+            Arch::Aarch64 => elf::R_AARCH64_RELATIVE,
+        };
+        let mut relative = HashMap::new();
+        if let Some(relocs) = file.dynamic_relocations() {
+            for (at, r) in relocs {
+                if r.flags()
+                    == (RelocationFlags::Elf {
+                        r_type: relative_type,
+                    })
+                {
+                    relative.insert(at, r.addend() as u64);
+                }
+            }
+        }
+        let segments = file
+            .segments()
+            .map(|s| {
+                let (off, size) = s.file_range();
+                let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & elf::PF_X != 0);
+                (s.address(), size, off, exec)
+            })
+            .collect();
+        let sections = file
+            .sections()
+            .filter_map(|s| Some((s.name().ok()?.to_owned(), (s.address(), s.size()))))
+            .collect();
+        let mut functions: Vec<_> = file
+            .symbols()
+            .chain(file.dynamic_symbols())
+            .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
+            .collect();
+        functions.sort();
+        functions.dedup_by_key(|f| f.0);
+        drop(file);
+        Ok(ElfImage {
+            arch,
+            data,
+            relative,
+            segments,
+            sections,
+            functions,
+        })
+    }
+
+    /// Address and size of a section, by name.
+    pub fn section(&self, name: &str) -> Option<(u64, u64)> {
+        self.sections.get(name).copied()
+    }
+
+    /// File offset of a link-time address inside a loadable segment's file-backed part.
+    pub fn file_offset(&self, vaddr: u64) -> Option<u64> {
+        self.segments
+            .iter()
+            .find(|(a, size, _, _)| vaddr >= *a && vaddr - a < *size)
+            .map(|(a, _, off, _)| vaddr - a + off)
+    }
+
+    /// Whether `vaddr` lies in an executable segment.
+    pub fn is_code(&self, vaddr: u64) -> bool {
+        self.segments
+            .iter()
+            .any(|(a, size, _, x)| *x && vaddr >= *a && vaddr - a < *size)
+    }
+
+    /// `len` bytes of file content at a link-time address.
+    pub fn bytes(&self, vaddr: u64, len: usize) -> Option<&[u8]> {
+        let off = usize::try_from(self.file_offset(vaddr)?).ok()?;
+        let end = off.checked_add(len)?;
+        // The whole range must be in the same segment's file-backed part.
+        if self.file_offset(vaddr + len as u64 - 1)? as usize != end - 1 {
+            return None;
+        }
+        self.data.get(off..end)
+    }
+
+    pub fn read_u32(&self, vaddr: u64) -> Option<u32> {
+        Some(u32::from_le_bytes(self.bytes(vaddr, 4)?.try_into().ok()?))
+    }
+
+    /// A pointer-sized word, relocated to its link-time value.
+    pub fn read_ptr(&self, vaddr: u64) -> Option<u64> {
+        if let Some(v) = self.relative.get(&vaddr) {
+            return Some(*v);
+        }
+        Some(u64::from_le_bytes(self.bytes(vaddr, 8)?.try_into().ok()?))
+    }
+
+    /// A constant word (never relocated), such as post_commit_offset.
+    pub fn read_u64(&self, vaddr: u64) -> Option<u64> {
+        Some(u64::from_le_bytes(self.bytes(vaddr, 8)?.try_into().ok()?))
+    }
+
+    /// The function symbol containing `vaddr`: (start address, name).
+    pub fn function_at(&self, vaddr: u64) -> Option<(u64, &str)> {
+        let i = self.functions.partition_point(|f| f.0 <= vaddr);
+        let (start, size, name) = self.functions.get(i.checked_sub(1)?)?;
+        (*size == 0 || vaddr < start + size).then_some((*start, name.as_str()))
+    }
+}

@@ -1,0 +1,90 @@
+//! The process being traced: its executable, and a way to learn that it exited.
+
+use std::{
+    fs, io,
+    os::fd::{FromRawFd, OwnedFd},
+    path::PathBuf,
+};
+
+use tokio::io::unix::AsyncFd;
+
+use crate::error::TargetError;
+
+/// A live process, named by pid.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub pid: u32,
+    /// `/proc/PID/exe`: opening it reaches the executable even if it was replaced or lives in
+    /// another mount namespace, so both the ELF reader and the uprobes use it.
+    pub exe_link: PathBuf,
+    /// What `/proc/PID/exe` points to, for people to read.
+    pub exe_name: String,
+    pub comm: String,
+}
+
+impl Target {
+    pub fn from_pid(pid: u32) -> Result<Self, TargetError> {
+        let proc_dir = PathBuf::from(format!("/proc/{pid}"));
+        if pid == 0 || !proc_dir.exists() {
+            return Err(TargetError::NoSuchProcess { pid });
+        }
+        let exe_link = proc_dir.join("exe");
+        let exe_name = fs::read_link(&exe_link)
+            .map_err(|source| classify(pid, source))?
+            .display()
+            .to_string();
+        let comm = fs::read_to_string(proc_dir.join("comm"))
+            .map_err(|source| classify(pid, source))?
+            .trim_end()
+            .to_owned();
+        Ok(Target {
+            pid,
+            exe_link,
+            exe_name,
+            comm,
+        })
+    }
+
+    /// A handle that becomes ready when the process exits (a pidfd), so the agent can stop
+    /// reading as soon as the last count is final.
+    pub fn exit_watch(&self) -> Result<ExitWatch, TargetError> {
+        let watch = |source| TargetError::Watch {
+            pid: self.pid,
+            source,
+        };
+        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid as libc::c_int, 0) };
+        if fd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(if e.raw_os_error() == Some(libc::ESRCH) {
+                TargetError::NoSuchProcess { pid: self.pid }
+            } else {
+                watch(e)
+            });
+        }
+        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+        // SAFETY: the AsyncFd owns the pidfd and deregisters it before closing it.
+        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| watch(e.into()))?;
+        Ok(ExitWatch(fd))
+    }
+}
+
+/// Becomes ready when the watched process exits.
+pub struct ExitWatch(AsyncFd<OwnedFd>);
+
+impl ExitWatch {
+    pub async fn exited(&self) {
+        // A pidfd polls readable once the process has exited; errors mean it is gone too.
+        if let Ok(mut guard) = self.0.readable().await {
+            guard.retain_ready();
+        }
+    }
+}
+
+fn classify(pid: u32, source: io::Error) -> TargetError {
+    match source.kind() {
+        io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
+        _ => TargetError::Inaccessible { pid, source },
+    }
+}

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# Idempotent setup for a fresh Debian 12 machine (run as root).
+# Installs Debian's rustc 1.96 (rust-web) for the eBPF build, LLVM 22, bpf-linker 0.13.0
+# built against it, and the test tools. A second run only checks and takes seconds.
+set -euo pipefail
+
+TOOLS_ROOT="${RSEQ_TRACE_TOOLS:-/opt/rseq-trace-tools}"
+BPF_LINKER_VERSION=0.13.0
+
+log() { printf 'bootstrap: %s\n' "$*" >&2; }
+
+if [ "$(id -u)" -ne 0 ]; then
+    echo "bootstrap: must run as root (it installs Debian packages); rerun with sudo" >&2
+    exit 1
+fi
+
+debs=(rustc-web cargo-web rust-web-src llvm-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
+      python3 jq)
+missing=()
+for p in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+    log "installing Debian packages: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# The rustup toolchain builds userspace; bpf-linker needs to be built against Debian's LLVM 22.
+if ! "$TOOLS_ROOT/bin/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_VERSION"; then
+    log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 2 minutes)"
+    LLVM_PREFIX=/usr/lib/llvm-22 cargo install "bpf-linker@$BPF_LINKER_VERSION" --locked \
+        --no-default-features --features llvm-22 --root "$TOOLS_ROOT"
+fi
+
+# Let rustup-aware tools (aya-build) find Debian's toolchain, which has rust-src for build-std.
+if ! rustup toolchain list 2>/dev/null | grep -q '^debian-web'; then
+    log "linking Debian's rustc as the rustup toolchain 'debian-web'"
+    rustup toolchain link debian-web /usr
+fi
+for c in rustfmt clippy; do
+    rustup component list --installed 2>/dev/null | grep -q "^$c" || rustup component add "$c" || true
+done
+log "ready (bpf-linker in $TOOLS_ROOT/bin)"
