@@ -1,0 +1,205 @@
+//! rseq-workload: the demo and test target of rseq-trace.
+//!
+//! Runs three real rseq critical sections (per-CPU counter add, bounded per-CPU stack
+//! push and pop) in worker threads, counts its own ground truth (entries, commits,
+//! aborts, cancels, commits per CPU), checks the per-CPU data against it, and prints one
+//! JSON object on stdout, so a tracer's counts can be compared with it exactly.
+//!
+//! Exit codes: 0 ok, 2 setup error, 3 invariant broken.
+
+#![deny(clippy::undocumented_unsafe_blocks)]
+
+mod percpu;
+mod rseq_abi;
+mod sections;
+mod signals;
+mod truth;
+mod worker;
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+
+use crate::percpu::PerCpu;
+use crate::rseq_abi::{Registration, ThreadRseq};
+use crate::truth::{Report, SectionsReport, Truth};
+use crate::worker::{Plan, Shared};
+
+/// Command line.
+#[derive(Parser, Debug)]
+#[command(
+    name = "rseq-workload",
+    version,
+    about = "Runs real rseq critical sections and prints their ground-truth counts as JSON"
+)]
+struct Cli {
+    /// Worker threads.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    threads: u32,
+    /// Iterations per thread (one counter_add plus one push-or-pop step each).
+    #[arg(long, default_value_t = 200_000)]
+    iterations: u64,
+    /// Run for this many seconds instead of a number of iterations.
+    #[arg(long)]
+    duration: Option<f64>,
+    /// Spin iterations inside each critical section (makes preemption aborts likely).
+    #[arg(long, default_value_t = 0)]
+    delay: u64,
+    /// Every N iterations, sched_yield between reading the CPU and entering (0 = off).
+    #[arg(long, default_value_t = 0)]
+    yield_every: u64,
+    /// Every N iterations, SIGUSR1 the next worker thread (0 = off).
+    #[arg(long, default_value_t = 0)]
+    signal_every: u64,
+    /// Alternate N push steps and N pop steps (the stacks hold 8 items).
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
+    burst: u64,
+    /// Print `READY <pid>` on stderr and wait for SIGUSR2 before starting workers.
+    #[arg(long)]
+    gate: bool,
+}
+
+/// Exit code for a setup error.
+const EXIT_SETUP: u8 = 2;
+/// Exit code for a broken invariant.
+const EXIT_INVARIANT: u8 = 3;
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("rseq-workload: {e}");
+            ExitCode::from(EXIT_SETUP)
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode, String> {
+    if cli.gate {
+        signals::block_sigusr2()?;
+    }
+    let duration = match cli.duration {
+        Some(d) if d.is_finite() && d > 0.0 && d < 1e9 => Some(Duration::from_secs_f64(d)),
+        Some(d) => {
+            return Err(format!(
+                "--duration must be a positive number of seconds, got {d}"
+            ))
+        }
+        None => None,
+    };
+    let registration = Registration::detect();
+    // Fail before the gate if this thread cannot use rseq (workers attach again).
+    drop(ThreadRseq::attach(registration)?);
+    let descriptors = sections::check_tables()?;
+    let mut percpu = PerCpu::new(percpu::possible_cpus());
+    signals::install_sigusr1_counter()?;
+    if cli.gate {
+        signals::wait_for_gate()?;
+    }
+    signals::install_stop_handlers()?;
+
+    let plan = Plan {
+        threads: cli.threads as usize,
+        iterations: if duration.is_some() {
+            None
+        } else {
+            Some(cli.iterations)
+        },
+        delay: cli.delay,
+        yield_every: cli.yield_every,
+        signal_every: cli.signal_every,
+        burst: cli.burst,
+        registration,
+    };
+    let started = Instant::now();
+    let truth = run_workers(&percpu, plan, duration)?;
+    let elapsed = started.elapsed();
+
+    let problems =
+        truth::check_invariants(&truth, &percpu.counter_values(), &percpu.stack_contents());
+    let report = Report {
+        pid: std::process::id(),
+        threads: plan.threads,
+        sections: SectionsReport::new(&truth),
+        signals_received: signals::signals_received(),
+        invariant_ok: problems.is_empty(),
+        signals_sent: truth.signals_sent,
+        total_iterations: truth.iterations,
+        elapsed_secs: elapsed.as_secs_f64(),
+        possible_cpus: percpu.ncpus(),
+        rseq_registration: registration.name(),
+        descriptors,
+    };
+    let json = serde_json::to_string(&report).map_err(|e| format!("cannot encode report: {e}"))?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{json}")
+        .and_then(|()| out.flush())
+        .map_err(|e| format!("cannot write report: {e}"))?;
+    if let Some(first) = problems.first() {
+        let more = match problems.len() - 1 {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
+        };
+        eprintln!("rseq-workload: invariant broken: {first}{more}");
+        return Ok(ExitCode::from(EXIT_INVARIANT));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Starts the workers, lets them run (for `duration` if given), joins them and merges
+/// their counts.
+fn run_workers(percpu: &PerCpu, plan: Plan, duration: Option<Duration>) -> Result<Truth, String> {
+    let shared = Shared::new(percpu, plan);
+    let results = thread::scope(|s| {
+        let mut handles = Vec::with_capacity(plan.threads);
+        let mut spawn_error = None;
+        for i in 0..plan.threads {
+            let shared = &shared;
+            match thread::Builder::new()
+                .name(format!("rseq-worker-{i}"))
+                .spawn_scoped(s, move || worker::run(i, shared))
+            {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    spawn_error = Some(format!("cannot start worker thread: {e}"));
+                    break;
+                }
+            }
+        }
+        let failed = shared.start.wait_arrivals(handles.len());
+        let go = spawn_error.is_none() && failed == 0;
+        shared.start.release(go);
+        if go {
+            if let Some(d) = duration {
+                let deadline = Instant::now() + d;
+                while !signals::stop_requested() {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    thread::sleep(left.min(Duration::from_millis(20)));
+                }
+                signals::request_stop();
+            }
+        }
+        let mut results: Vec<Result<Truth, String>> = handles
+            .into_iter()
+            .map(|h| {
+                h.join()
+                    .unwrap_or_else(|_| Err("a worker thread panicked".into()))
+            })
+            .collect();
+        if let Some(e) = spawn_error {
+            results.push(Err(e));
+        }
+        results
+    });
+    let mut total = Truth::new(percpu.ncpus());
+    for r in results {
+        total.merge(&r?);
+    }
+    Ok(total)
+}

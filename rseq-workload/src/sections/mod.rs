@@ -1,0 +1,309 @@
+//! The three rseq critical sections (architecture-specific asm in the submodules), safe
+//! wrappers around them, and a start-up self-check of the tables they emit.
+//!
+//! Each section lives in its own `#[no_mangle]` function containing exactly one asm
+//! block and one descriptor, so the binary carries exactly three `__rseq_cs`
+//! descriptors, each attributable to its enclosing symbol by its start_ip.
+
+#[cfg(target_arch = "aarch64")]
+mod aarch64;
+#[cfg(target_arch = "x86_64")]
+mod x86_64;
+
+#[cfg(target_arch = "aarch64")]
+use aarch64 as arch;
+#[cfg(target_arch = "x86_64")]
+use x86_64 as arch;
+
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+compile_error!("rseq-workload has critical sections for x86_64 and aarch64 only");
+
+pub use arch::{rseq_workload_counter_add, rseq_workload_list_pop, rseq_workload_list_push};
+
+use crate::percpu::PerCpu;
+use crate::rseq_abi::{ThreadRseq, RSEQ_SIG};
+
+/// Raw status returned by a section function when its commit store ran.
+pub const STATUS_COMMITTED: u32 = 0;
+/// Raw status returned when the section went through abort_ip (kernel abort or the
+/// section's own CPU-mismatch branch).
+pub const STATUS_ABORTED: u32 = 1;
+/// Raw status returned when the section left through its exit point (stack full on
+/// push, empty on pop).
+pub const STATUS_CANCELLED: u32 = 2;
+
+/// How one call into a section ended; the ground truth a tracer is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// The commit store ran.
+    Committed,
+    /// Left through abort_ip.
+    Aborted,
+    /// Left through the exit point without committing.
+    Cancelled,
+}
+
+impl Outcome {
+    fn from_raw(status: u32) -> Self {
+        // The asm only ever produces the three values above; anything else would be a
+        // bug in it and is reported as an abort (nothing was committed by this code).
+        match status {
+            STATUS_COMMITTED => Outcome::Committed,
+            STATUS_CANCELLED => Outcome::Cancelled,
+            _ => Outcome::Aborted,
+        }
+    }
+}
+
+/// Which section; indexes the ground-truth tables.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Section {
+    /// `counters[cpu] += 1`.
+    CounterAdd = 0,
+    /// Push onto `cpu`'s bounded stack.
+    ListPush = 1,
+    /// Pop from `cpu`'s bounded stack.
+    ListPop = 2,
+}
+
+impl Section {
+    /// All sections, in report order.
+    pub const ALL: [Section; 3] = [Section::CounterAdd, Section::ListPush, Section::ListPop];
+
+    /// Key of the section in the JSON report.
+    pub fn key(self) -> &'static str {
+        match self {
+            Section::CounterAdd => "counter_add",
+            Section::ListPush => "list_push",
+            Section::ListPop => "list_pop",
+        }
+    }
+
+    /// ELF symbol enclosing the section (the tracer attributes descriptors by it).
+    pub fn function(self) -> &'static str {
+        match self {
+            Section::CounterAdd => "rseq_workload_counter_add",
+            Section::ListPush => "rseq_workload_list_push",
+            Section::ListPop => "rseq_workload_list_pop",
+        }
+    }
+
+    fn address(self) -> usize {
+        match self {
+            Section::CounterAdd => rseq_workload_counter_add as *const () as usize,
+            Section::ListPush => rseq_workload_list_push as *const () as usize,
+            Section::ListPop => rseq_workload_list_pop as *const () as usize,
+        }
+    }
+
+    /// Number of exit points (other than commit and abort) the section declares.
+    fn exit_points(self) -> usize {
+        match self {
+            Section::CounterAdd => 0,
+            Section::ListPush | Section::ListPop => 1,
+        }
+    }
+}
+
+/// Runs the counter_add section once for `cpu`. `None` if `cpu` has no slot.
+pub fn counter_add(rseq: &ThreadRseq, percpu: &PerCpu, cpu: u32, delay: u64) -> Option<Outcome> {
+    let slot = percpu.counter_ptr(cpu)?;
+    // SAFETY: `rseq` is this thread's registered area (ThreadRseq is not Send), and
+    // `slot` points into `percpu`, which outlives the call; the section writes the slot
+    // only when it commits on `cpu`.
+    let st = unsafe { rseq_workload_counter_add(rseq.area(), cpu, slot, delay) };
+    Some(Outcome::from_raw(st))
+}
+
+/// Runs the list_push section once for `cpu`. `None` if `cpu` has no stack.
+pub fn list_push(
+    rseq: &ThreadRseq,
+    percpu: &PerCpu,
+    cpu: u32,
+    item: u64,
+    delay: u64,
+) -> Option<Outcome> {
+    let stack = percpu.stack_ptr(cpu)?;
+    // SAFETY: as in `counter_add`; the section keeps `len <= STACK_CAP`.
+    let st = unsafe { rseq_workload_list_push(rseq.area(), cpu, stack, item, delay) };
+    Some(Outcome::from_raw(st))
+}
+
+/// Runs the list_pop section once for `cpu`; the value is meaningful only on a commit.
+/// `None` if `cpu` has no stack.
+pub fn list_pop(
+    rseq: &ThreadRseq,
+    percpu: &PerCpu,
+    cpu: u32,
+    delay: u64,
+) -> Option<(Outcome, u64)> {
+    let stack = percpu.stack_ptr(cpu)?;
+    let mut value = 0u64;
+    // SAFETY: as in `counter_add`; `value` is a valid local the function writes after
+    // its section ends.
+    let st = unsafe { rseq_workload_list_pop(rseq.area(), cpu, stack, delay, &mut value) };
+    Some((Outcome::from_raw(st), value))
+}
+
+/// `struct rseq_cs` as emitted in `__rseq_cs`.
+#[repr(C)]
+struct RseqCs {
+    version: u32,
+    flags: u32,
+    start_ip: u64,
+    post_commit_offset: u64,
+    abort_ip: u64,
+}
+
+extern "C" {
+    // Linker-defined bounds of the table sections (their names are C identifiers).
+    // Referencing them also keeps the otherwise unreferenced arrays alive under
+    // `--gc-sections`.
+    static __start___rseq_cs_ptr_array: u8;
+    static __stop___rseq_cs_ptr_array: u8;
+    static __start___rseq_exit_point_array: u8;
+    static __stop___rseq_exit_point_array: u8;
+}
+
+/// Copies the array of `T` between two linker-defined bounds. The array sections are
+/// only byte-aligned (as librseq's are), so elements are read unaligned.
+///
+/// # Safety
+/// `start..stop` must delimit an initialised array of `T` that is not being written.
+unsafe fn table<T: Copy>(start: *const u8, stop: *const u8) -> Vec<T> {
+    let len = (stop as usize).saturating_sub(start as usize) / std::mem::size_of::<T>();
+    (0..len)
+        // SAFETY: element `i < len` lies inside the array, guaranteed by the caller.
+        .map(|i| unsafe { start.cast::<T>().add(i).read_unaligned() })
+        .collect()
+}
+
+/// One descriptor as the running program itself sees it (relocated by the loader), so
+/// tests can check a tracer's probe offsets against a source independent of the tracer.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct RuntimeDescriptor {
+    pub function: &'static str,
+    pub start_ip: u64,
+    pub post_commit_ip: u64,
+    pub abort_ip: u64,
+    pub exit_ips: Vec<u64>,
+}
+
+/// Verifies at start-up, on the relocated tables of the running binary, what the
+/// tracer relies on: exactly one descriptor per section function, version and flags
+/// 0, the signature right before every abort_ip, and one exit point each for push and
+/// pop. A mismatch means the compiler duplicated or dropped an asm block. Returns the
+/// descriptors as relocated in this process.
+pub fn check_tables() -> Result<Vec<RuntimeDescriptor>, String> {
+    // SAFETY: the linker defines these bounds around the arrays our asm emits (8-byte
+    // pointers, 16-byte pairs), relocated by the loader before main and never written.
+    let (ptrs, exits): (Vec<u64>, Vec<[u64; 2]>) = unsafe {
+        (
+            table(
+                &raw const __start___rseq_cs_ptr_array,
+                &raw const __stop___rseq_cs_ptr_array,
+            ),
+            table(
+                &raw const __start___rseq_exit_point_array,
+                &raw const __stop___rseq_exit_point_array,
+            ),
+        )
+    };
+    if ptrs.len() != Section::ALL.len() {
+        return Err(format!(
+            "binary has {} rseq descriptors, expected {}",
+            ptrs.len(),
+            Section::ALL.len()
+        ));
+    }
+    let mut starts = [0u64; 3];
+    let mut found = Vec::new();
+    for &p in &ptrs {
+        // SAFETY: every pointer in __rseq_cs_ptr_array is the address of a 32-byte
+        // descriptor in __rseq_cs emitted by our asm.
+        let cs = unsafe { &*(p as usize as *const RseqCs) };
+        let owner = Section::ALL
+            .iter()
+            .copied()
+            .filter(|s| (s.address() as u64) <= cs.start_ip)
+            .max_by_key(|s| s.address())
+            .ok_or_else(|| format!("descriptor {p:#x} has a start_ip before all sections"))?;
+        let idx = owner as usize;
+        if starts[idx] != 0 {
+            return Err(format!("{} has more than one descriptor", owner.function()));
+        }
+        starts[idx] = cs.start_ip;
+        found.push(RuntimeDescriptor {
+            function: owner.function(),
+            start_ip: cs.start_ip,
+            post_commit_ip: cs.start_ip + cs.post_commit_offset,
+            abort_ip: cs.abort_ip,
+            exit_ips: exits
+                .iter()
+                .filter(|e| e[0] == cs.start_ip)
+                .map(|e| e[1])
+                .collect(),
+        });
+        if cs.version != 0 || cs.flags != 0 || cs.post_commit_offset == 0 {
+            return Err(format!("descriptor of {} is malformed", owner.function()));
+        }
+        // SAFETY: abort_ip points into our own mapped, readable text; the 4 bytes before
+        // it are the signature emitted by the asm.
+        let sig = unsafe { std::ptr::read_unaligned((cs.abort_ip as usize - 4) as *const u32) };
+        if sig != RSEQ_SIG {
+            return Err(format!(
+                "abort_ip of {} is not preceded by the rseq signature",
+                owner.function()
+            ));
+        }
+    }
+    for s in Section::ALL {
+        let n = exits.iter().filter(|e| e[0] == starts[s as usize]).count();
+        if n != s.exit_points() {
+            return Err(format!("{} has {n} exit points", s.function()));
+        }
+    }
+    if exits.len() != Section::ALL.iter().map(|s| s.exit_points()).sum::<usize>() {
+        return Err("exit point table has entries for unknown sections".to_string());
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tables_are_consistent() {
+        assert_eq!(check_tables().map(|d| d.len()), Ok(3));
+    }
+
+    #[test]
+    fn sections_run_and_keep_invariants() {
+        let reg = crate::rseq_abi::Registration::detect();
+        let rseq = ThreadRseq::attach(reg).expect("rseq area");
+        let percpu = PerCpu::new(crate::percpu::possible_cpus());
+        let (mut commits, mut pushed, mut popped) = (0u64, 0u64, 0u64);
+        for i in 0..1000u64 {
+            let cpu = rseq.cpu_id_start();
+            if counter_add(&rseq, &percpu, cpu, 0) == Some(Outcome::Committed) {
+                commits += 1;
+            }
+            let cpu = rseq.cpu_id_start();
+            if i % 20 < 10 {
+                if list_push(&rseq, &percpu, cpu, i + 1, 0) == Some(Outcome::Committed) {
+                    pushed += 1;
+                }
+            } else if let Some((Outcome::Committed, v)) = list_pop(&rseq, &percpu, cpu, 0) {
+                assert!(v > 0 && v <= i);
+                popped += 1;
+            }
+        }
+        let mut percpu = percpu;
+        assert_eq!(percpu.counter_values().iter().sum::<u64>(), commits);
+        let held: usize = percpu.stack_contents().iter().flatten().map(Vec::len).sum();
+        assert_eq!(held as u64, pushed - popped);
+        // A CPU that does not exist is refused, not run.
+        assert_eq!(counter_add(&rseq, &percpu, u32::MAX, 0), None);
+    }
+}
