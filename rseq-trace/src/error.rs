@@ -5,7 +5,7 @@ use std::{io, path::PathBuf};
 /// Reading an ELF file's rseq tables.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io { path: PathBuf, source: io::Error },
     #[error("{path} is not an ELF file we can read ({reason}); point rseq-trace at an executable or shared library")]
     NotElf { path: PathBuf, reason: String },
@@ -18,9 +18,9 @@ pub enum TableError {
 pub enum TargetError {
     #[error("no process with pid {pid}: check the pid, the process may have exited")]
     NoSuchProcess { pid: u32 },
-    #[error("cannot inspect pid {pid} ({source}); run rseq-trace as root")]
+    #[error("cannot inspect pid {pid} (run rseq-trace as root)")]
     Inaccessible { pid: u32, source: io::Error },
-    #[error("cannot watch pid {pid} for exit: {source}")]
+    #[error("cannot watch pid {pid} for its exit")]
     Watch { pid: u32, source: io::Error },
 }
 

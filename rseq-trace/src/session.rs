@@ -76,7 +76,7 @@ impl Session {
         let mut tracer = Tracer::load(sections.len() as u32)?;
         for s in &sections {
             if let Ok(plan) = &s.plan {
-                tracer.attach(&target.exe_link, pid, &image, s.id, plan, &found)?;
+                tracer.attach(&target.probe_path, pid, &image, s.id, plan, &found)?;
             }
         }
         info!(

@@ -2,8 +2,11 @@
 
 use std::{
     fs, io,
-    os::fd::{FromRawFd, OwnedFd},
-    path::PathBuf,
+    os::{
+        fd::{FromRawFd, OwnedFd},
+        unix::fs::MetadataExt,
+    },
+    path::{Path, PathBuf},
 };
 
 use tokio::io::unix::AsyncFd;
@@ -15,8 +18,11 @@ use crate::error::TargetError;
 pub struct Target {
     pub pid: u32,
     /// `/proc/PID/exe`: opening it reaches the executable even if it was replaced or lives in
-    /// another mount namespace, so both the ELF reader and the uprobes use it.
+    /// another mount namespace, so the ELF reader uses it.
     pub exe_link: PathBuf,
+    /// The path the uprobes are attached by: the executable's own path when that still names
+    /// the same file (so `bpftool link` shows something a person recognises), else `exe_link`.
+    pub probe_path: PathBuf,
     /// What `/proc/PID/exe` points to, for people to read.
     pub exe_name: String,
     pub comm: String,
@@ -29,10 +35,13 @@ impl Target {
             return Err(TargetError::NoSuchProcess { pid });
         }
         let exe_link = proc_dir.join("exe");
-        let exe_name = fs::read_link(&exe_link)
-            .map_err(|source| classify(pid, source))?
-            .display()
-            .to_string();
+        let exe_path = fs::read_link(&exe_link).map_err(|source| classify(pid, source))?;
+        let exe_name = exe_path.display().to_string();
+        let probe_path = if same_file(&exe_path, &exe_link) {
+            exe_path
+        } else {
+            exe_link.clone()
+        };
         let comm = fs::read_to_string(proc_dir.join("comm"))
             .map_err(|source| classify(pid, source))?
             .trim_end()
@@ -40,6 +49,7 @@ impl Target {
         Ok(Target {
             pid,
             exe_link,
+            probe_path,
             exe_name,
             comm,
         })
@@ -79,6 +89,13 @@ impl ExitWatch {
         if let Ok(mut guard) = self.0.readable().await {
             guard.retain_ready();
         }
+    }
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (fs::metadata(a), fs::metadata(b)) {
+        (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),
+        _ => false,
     }
 }
 

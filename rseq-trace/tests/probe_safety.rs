@@ -1,0 +1,115 @@
+//! The promise that tracing never breaks the traced program: no probe is ever inside
+//! [start_ip, post_commit_ip). Checked with the kernel's own list of attached uprobes against
+//! the descriptors as the workload itself sees them at run time, so neither side is
+//! rseq-trace's reading of the tables.
+
+mod support;
+
+use std::{collections::HashSet, fs};
+
+use rseq_common::{Cookie, Event};
+use support::{is_root, kernel_links, workload_bin, Tracer, Workload};
+
+/// /proc/PID/maps lines of one file: (start, end, file offset).
+fn file_mappings(pid: u32, path: &str) -> Vec<(u64, u64, u64)> {
+    fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap()
+        .lines()
+        .filter(|l| l.ends_with(path))
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (s, e) = f[0].split_once('-').unwrap();
+            let hex = |x: &str| u64::from_str_radix(x, 16).unwrap();
+            (hex(s), hex(e), hex(f[2]))
+        })
+        .collect()
+}
+
+fn to_file_offset(maps: &[(u64, u64, u64)], addr: u64) -> u64 {
+    let (s, _, off) = maps
+        .iter()
+        .find(|(s, e, _)| addr >= *s && addr < *e)
+        .unwrap_or_else(|| panic!("{addr:#x} is not mapped from the workload"));
+    addr - s + off
+}
+
+#[test]
+fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
+    assert!(
+        is_root(),
+        "the integration tests load eBPF programs: run them as root"
+    );
+    let exe = fs::canonicalize(workload_bin()).unwrap();
+    let exe = exe.to_str().unwrap();
+
+    let workload = Workload::start(&["--threads", "2", "--iterations", "2000"], &[]);
+    let maps = file_mappings(workload.pid, exe);
+    assert!(!maps.is_empty(), "no mapping of {exe} in the workload");
+    let tracer = Tracer::attach(workload.pid, &[]);
+    let probes: Vec<_> = kernel_links::uprobes()
+        .into_iter()
+        .filter(|u| u.file == exe)
+        .collect();
+    workload.release();
+    let truth = workload.finish();
+    tracer.finish();
+
+    let descriptors = truth["descriptors"].as_array().unwrap();
+    assert_eq!(descriptors.len(), 3);
+    let at = |d: &serde_json::Value, k: &str| to_file_offset(&maps, d[k].as_u64().unwrap());
+
+    // The safety property, over every probe the kernel has on the file.
+    for p in &probes {
+        for d in descriptors {
+            let (start, end) = (at(d, "start_ip"), at(d, "post_commit_ip"));
+            assert!(
+                !(start..end).contains(&p.offset),
+                "probe at file offset {:#x} is inside {} [{start:#x}, {end:#x})",
+                p.offset,
+                d["function"]
+            );
+        }
+    }
+
+    // And the probes really are at the points that count: per section, an entry probe on the
+    // instruction ending at start_ip (at most 15 bytes before it), one on abort_ip, one per exit.
+    let offsets: HashSet<(u64, u8)> = probes
+        .iter()
+        .map(|p| {
+            let c = Cookie::decode(p.cookie).expect("cookie written by rseq-trace");
+            (p.offset, c.event as u8)
+        })
+        .collect();
+    assert_eq!(offsets.len(), probes.len(), "duplicate probes: {probes:#?}");
+    let mut expected = 0;
+    for d in descriptors {
+        let start = at(d, "start_ip");
+        assert!(
+            probes.iter().any(|p| p.offset < start
+                && start - p.offset <= 15
+                && Cookie::decode(p.cookie).unwrap().event == Event::Entry),
+            "no entry probe just before {}: {probes:#?}",
+            d["function"]
+        );
+        assert!(offsets.contains(&(at(d, "abort_ip"), Event::Abort as u8)));
+        for exit in d["exit_ips"].as_array().unwrap() {
+            let off = to_file_offset(&maps, exit.as_u64().unwrap());
+            assert!(
+                offsets.contains(&(off, Event::Cancel as u8)),
+                "no cancel probe at {off:#x}"
+            );
+        }
+        expected += 2 + d["exit_ips"].as_array().unwrap().len();
+    }
+    assert_eq!(probes.len(), expected, "unexpected probes: {probes:#?}");
+
+    // rseq-trace exited with the workload: none of its probes may remain.
+    let left: Vec<_> = kernel_links::uprobes()
+        .into_iter()
+        .filter(|u| u.file == exe)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "probes left after rseq-trace exited: {left:#?}"
+    );
+}
