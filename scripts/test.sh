@@ -13,4 +13,13 @@ echo "== build (the tests run the built rseq-workload and rseq-trace binaries)"
 cargo build --all-targets
 echo "== cargo test"
 # One test at a time: the integration tests measure a real workload on a 2-CPU machine.
-cargo test -- --test-threads=1
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+set +e
+cargo test --all-targets -- --test-threads=1 2>&1 | tee "$log"
+status=${PIPESTATUS[0]}
+set -e
+# One closing line over every test binary, so the total is not hidden behind the last one.
+awk '/^test result:/ { p += $4; f += $6; s += $8 }
+     END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+exit "$status"
