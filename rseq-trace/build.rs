@@ -11,6 +11,13 @@ const DEFAULT_TOOLS: &str = "/opt/rseq-trace-tools";
 
 fn main() -> anyhow::Result<()> {
     println!("cargo:rerun-if-env-changed=RSEQ_TRACE_TOOLS");
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
+    if env::var_os("AYA_BUILD_SKIP").is_some_and(|v| v == "1") {
+        // Builds that never load eBPF (the table-parser fuzz target) embed an empty stub.
+        let out = PathBuf::from(env::var_os("OUT_DIR").context("OUT_DIR not set")?);
+        std::fs::write(out.join("rseq-trace-ebpf"), [])?;
+        return Ok(());
+    }
     let tools = env::var_os("RSEQ_TRACE_TOOLS").unwrap_or_else(|| DEFAULT_TOOLS.into());
     let mut path = vec![PathBuf::from(tools).join("bin")];
     path.extend(env::split_paths(&env::var_os("PATH").unwrap_or_default()));

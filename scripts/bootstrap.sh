@@ -15,7 +15,8 @@ if [ "$(id -u)" -ne 0 ]; then
 fi
 
 debs=(rustc-web cargo-web rust-web-src llvm-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
-      python3 jq)
+      python3 jq binutils lld-22 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+      binutils-aarch64-linux-gnu)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -32,6 +33,12 @@ if ! "$TOOLS_ROOT/bin/bpf-linker" --version 2>/dev/null | grep -q "$BPF_LINKER_V
     log "building bpf-linker $BPF_LINKER_VERSION against LLVM 22 (about 2 minutes)"
     LLVM_PREFIX=/usr/lib/llvm-22 cargo install "bpf-linker@$BPF_LINKER_VERSION" --locked \
         --no-default-features --features llvm-22 --root "$TOOLS_ROOT"
+fi
+
+# cargo-fuzz drives the table-parser fuzz target (scripts/fuzz.sh).
+if ! "$TOOLS_ROOT/bin/cargo-fuzz" --version >/dev/null 2>&1; then
+    log "installing cargo-fuzz (about 1 minute)"
+    cargo install cargo-fuzz@0.13.2 --locked --root "$TOOLS_ROOT"
 fi
 
 # Let rustup-aware tools (aya-build) find Debian's toolchain, which has rust-src for build-std.

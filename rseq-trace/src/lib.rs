@@ -5,8 +5,10 @@
 pub mod attach;
 pub mod counts;
 pub mod error;
+pub mod listing;
 pub mod probe_points;
 pub mod report;
 pub mod session;
+pub mod symbolize;
 pub mod table;
 pub mod target;

@@ -2,7 +2,7 @@ use std::{fs, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use rseq_trace::{report::Report, session::Session};
+use rseq_trace::{listing, report::Report, session::Session};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -26,7 +26,11 @@ async fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level)),
         )
         .init();
-    match run(cli).await {
+    let result = match cli.command {
+        Some(cli::Command::List(args)) => list(args),
+        None => trace(cli.trace).await,
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("rseq-trace: {e:#}");
@@ -35,8 +39,23 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(cli: cli::Cli) -> anyhow::Result<()> {
-    let session = Session::start(cli.pid)?;
+fn list(args: cli::ListArgs) -> anyhow::Result<()> {
+    let objects = match (&args.file, args.pid) {
+        (_, Some(pid)) => listing::list_pid(pid)?,
+        (Some(file), None) => listing::list_path(file)?,
+        (None, None) => anyhow::bail!("give a FILE or --pid PID"),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&objects)?);
+    } else {
+        print!("{}", listing::to_table(&objects));
+    }
+    Ok(())
+}
+
+async fn trace(cli: cli::TraceArgs) -> anyhow::Result<()> {
+    let pid = cli.pid.context("give --pid PID")?;
+    let session = Session::start(pid)?;
     let exit = session.target.exit_watch()?;
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let duration = async {
@@ -46,7 +65,7 @@ async fn run(cli: cli::Cli) -> anyhow::Result<()> {
         }
     };
     tokio::select! {
-        _ = exit.exited() => info!("pid {} exited", cli.pid),
+        _ = exit.exited() => info!("pid {pid} exited"),
         _ = tokio::signal::ctrl_c() => info!("interrupted"),
         _ = term.recv() => info!("terminated"),
         _ = duration => {}

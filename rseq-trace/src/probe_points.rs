@@ -13,11 +13,6 @@ use crate::{
     },
 };
 
-/// x86-64 RSEQ_SIG: the 4 bytes the kernel checks before every abort handler.
-const RSEQ_SIG_X86_64: u32 = 0x5305_3053;
-/// aarch64 RSEQ_SIG (`brk #0x45e0` in little-endian instruction order).
-const RSEQ_SIG_AARCH64: u32 = 0xd428_bc00;
-
 /// The probe points of one section, all outside every section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProbePlan {
@@ -61,16 +56,6 @@ pub fn plan(
         }
     }
     Ok(plan)
-}
-
-/// Whether the 4 bytes before abort_ip are the architecture's RSEQ_SIG. The kernel kills a
-/// thread whose abort handler lacks it, so a missing signature means a malformed table.
-pub fn has_signature(image: &ElfImage, cs: &CriticalSection) -> bool {
-    let sig = match image.arch {
-        Arch::X86_64 => RSEQ_SIG_X86_64,
-        Arch::Aarch64 => RSEQ_SIG_AARCH64,
-    };
-    image.read_u32(cs.abort_ip.wrapping_sub(4)) == Some(sig)
 }
 
 /// The guard: refuses any address inside any critical section.
@@ -168,7 +153,7 @@ mod tests {
             start_ip: start,
             post_commit_ip: end,
             abort_ip: end + 100,
-            exits: vec![],
+            ..Default::default()
         }
     }
 

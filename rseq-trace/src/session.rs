@@ -8,7 +8,7 @@ use crate::{
     counts::Snapshot,
     error::SessionError,
     probe_points::{self, ProbePlan},
-    table::{elf::ElfImage, librseq, CriticalSection},
+    table::{self, elf::ElfImage, CriticalSection},
     target::Target,
 };
 
@@ -36,8 +36,11 @@ impl Session {
     pub fn start(pid: u32) -> Result<Self, SessionError> {
         let target = Target::from_pid(pid)?;
         let image = ElfImage::open(&target.exe_link)?;
-        let (found, table_warnings) = librseq::read(&image);
-        for w in &table_warnings {
+        let table::Discovery {
+            sections: found,
+            warnings,
+        } = table::discover(&image);
+        for w in &warnings {
             warn!(
                 "{}: table entry at {:#x} skipped: {}",
                 target.exe_name, w.at, w.message
@@ -55,15 +58,13 @@ impl Session {
             .map(|(id, cs)| Section {
                 id: id as u32,
                 cs: cs.clone(),
-                name: name_of(&image, cs.start_ip),
+                name: crate::symbolize::function_offset(&image, cs.start_ip),
                 plan: probe_points::plan(&image, cs, &found),
             })
             .collect();
         for s in &sections {
             if let Err(reason) = &s.plan {
                 warn!("section {} not traced: {reason}", s.name);
-            } else if !probe_points::has_signature(&image, &s.cs) {
-                warn!("section {}: no RSEQ_SIG before abort_ip {:#x}; the kernel would kill the thread on abort", s.name, s.cs.abort_ip);
             }
         }
         if sections.iter().all(|s| s.plan.is_err()) {
@@ -96,13 +97,5 @@ impl Session {
     /// The current counts of every section.
     pub fn snapshot(&self) -> Result<Snapshot, SessionError> {
         Ok(self.tracer.snapshot(self.sections.len() as u32)?)
-    }
-}
-
-/// `function+0xoffset`, demangled, or the address when no symbol covers it.
-fn name_of(image: &ElfImage, addr: u64) -> String {
-    match image.function_at(addr) {
-        Some((start, f)) => format!("{:#}+{:#x}", rustc_demangle::demangle(f), addr - start),
-        None => format!("{addr:#x}"),
     }
 }

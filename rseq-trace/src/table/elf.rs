@@ -17,6 +17,9 @@ pub enum Arch {
     Aarch64,
 }
 
+/// (address, size, file range if the section has file content).
+type SectionInfo = (u64, u64, Option<(u64, u64)>);
+
 /// A loaded ELF image, addressed by link-time virtual address.
 ///
 /// Descriptors in PIE executables and shared objects carry `R_*_RELATIVE` relocations. GNU ld
@@ -29,10 +32,14 @@ pub struct ElfImage {
     relative: HashMap<u64, u64>,
     /// (vaddr, filesz, file offset, executable) of each PT_LOAD segment.
     segments: Vec<(u64, u64, u64, bool)>,
-    /// Named sections: name -> (address, size).
-    sections: HashMap<String, (u64, u64)>,
+    /// Named sections: name -> (address, size, file range if the section has file content).
+    sections: HashMap<String, SectionInfo>,
     /// Function symbols sorted by address: (address, size, name).
     functions: Vec<(u64, u64, String)>,
+    /// Every named symbol by address (data objects too: marker keys are 1-byte objects).
+    names: HashMap<u64, String>,
+    /// Whether the file has a static symbol table (`strip` removes it).
+    pub has_symtab: bool,
 }
 
 impl ElfImage {
@@ -83,14 +90,29 @@ impl ElfImage {
             .segments()
             .map(|s| {
                 let (off, size) = s.file_range();
-                let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & elf::PF_X != 0);
+                let exec = matches!(s.flags(), object::SegmentFlags::Elf { p_flags, .. } if p_flags.0 & elf::PF_X.0 != 0);
                 (s.address(), size, off, exec)
             })
             .collect();
         let sections = file
             .sections()
-            .filter_map(|s| Some((s.name().ok()?.to_owned(), (s.address(), s.size()))))
+            .filter_map(|s| {
+                let range = s.file_range();
+                Some((s.name().ok()?.to_owned(), (s.address(), s.size(), range)))
+            })
             .collect();
+        let has_symtab = file.symbol_table().is_some();
+        let mut names = HashMap::new();
+        for s in file.symbols().chain(file.dynamic_symbols()) {
+            if let (Ok(name), true) = (s.name(), s.address() != 0) {
+                if !name.is_empty()
+                    && s.kind() != SymbolKind::Section
+                    && s.kind() != SymbolKind::File
+                {
+                    names.entry(s.address()).or_insert_with(|| name.to_owned());
+                }
+            }
+        }
         let mut functions: Vec<_> = file
             .symbols()
             .chain(file.dynamic_symbols())
@@ -107,12 +129,35 @@ impl ElfImage {
             segments,
             sections,
             functions,
+            names,
+            has_symtab,
         })
     }
 
     /// Address and size of a section, by name.
+    /// Only sections with file content no larger than the file: a malformed header cannot make
+    /// a reader walk more than the file holds.
     pub fn section(&self, name: &str) -> Option<(u64, u64)> {
-        self.sections.get(name).copied()
+        match self.sections.get(name) {
+            Some((a, s, Some((_, len)))) if *s == *len && *len <= self.data.len() as u64 => {
+                Some((*a, *s))
+            }
+            _ => None,
+        }
+    }
+
+    /// The file content of a section, by name: the only way to read a non-loadable section
+    /// such as `__rseq_markers`, which no segment covers.
+    pub fn section_data(&self, name: &str) -> Option<&[u8]> {
+        let (_, _, range) = self.sections.get(name)?;
+        let (off, size) = (*range)?;
+        self.data
+            .get(usize::try_from(off).ok()?..usize::try_from(off.checked_add(size)?).ok()?)
+    }
+
+    /// The name of the symbol defined exactly at `addr`, if any.
+    pub fn symbol_at(&self, addr: u64) -> Option<&str> {
+        self.names.get(&addr).map(String::as_str)
     }
 
     /// File offset of a link-time address inside a loadable segment's file-backed part.

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use super::{elf::ElfImage, CriticalSection, TableWarning};
 
 const DESCRIPTOR_SIZE: u64 = 32;
+/// librseq's and tcmalloc's section name, and the older one.
+const DESCRIPTOR_SECTIONS: [&str; 2] = ["__rseq_cs", "__rseq_table"];
 const EXIT_POINT_SIZE: u64 = 16;
 
 /// All critical sections the librseq tables of `image` describe, sorted by start_ip, plus a
@@ -14,7 +16,7 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
     let mut warnings = Vec::new();
     let mut descriptors: Vec<u64> = Vec::new();
     if let Some((addr, size)) = image.section("__rseq_cs_ptr_array") {
-        for at in (addr..addr + size).step_by(8) {
+        for at in (addr..addr.saturating_add(size)).step_by(8) {
             match image.read_ptr(at) {
                 Some(d) if d != 0 => descriptors.push(d),
                 _ => warnings.push(warn(at, "unreadable descriptor pointer")),
@@ -22,17 +24,26 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
         }
     }
     // Without a pointer array (or with one that missed some), walk the descriptor sections.
-    for name in ["__rseq_cs", "__rseq_table"] {
+    let mut source_of = Vec::new();
+    for name in DESCRIPTOR_SECTIONS {
         if let Some((addr, size)) = image.section(name) {
-            descriptors.extend((addr..addr + size - size % DESCRIPTOR_SIZE).step_by(32));
+            descriptors
+                .extend((addr..addr.saturating_add(size - size % DESCRIPTOR_SIZE)).step_by(32));
+            source_of.push((addr, addr.saturating_add(size), name));
         }
     }
     descriptors.sort_unstable();
     descriptors.dedup();
+    let source = |d: u64| {
+        source_of
+            .iter()
+            .find(|(a, e, _)| d >= *a && d < *e)
+            .map_or("__rseq_cs_ptr_array", |(_, _, n)| *n)
+    };
 
     let mut exits: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
     if let Some((addr, size)) = image.section("__rseq_exit_point_array") {
-        for at in (addr..addr + size - size % EXIT_POINT_SIZE).step_by(16) {
+        for at in (addr..addr.saturating_add(size - size % EXIT_POINT_SIZE)).step_by(16) {
             match (image.read_ptr(at), image.read_ptr(at + 8)) {
                 (Some(start), Some(exit)) => exits.entry(start).or_default().push(exit),
                 _ => warnings.push(warn(at, "unreadable exit point")),
@@ -44,6 +55,7 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
     for d in descriptors {
         match descriptor(image, d) {
             Ok(Some(mut cs)) => {
+                cs.sources.push(source(d));
                 cs.exits = exits.remove(&cs.start_ip).unwrap_or_default();
                 cs.exits.sort_unstable();
                 cs.exits.dedup();
@@ -95,7 +107,7 @@ fn descriptor(image: &ElfImage, d: u64) -> Result<Option<CriticalSection>, Strin
         start_ip,
         post_commit_ip,
         abort_ip,
-        exits: Vec::new(),
+        ..Default::default()
     }))
 }
 

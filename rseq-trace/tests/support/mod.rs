@@ -2,6 +2,7 @@
 //! rseq-trace binary against it, and read what the kernel itself says is attached.
 #![allow(dead_code)]
 
+pub mod fixtures;
 pub mod kernel_links;
 
 use std::{

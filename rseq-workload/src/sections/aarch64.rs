@@ -2,8 +2,9 @@
 //! of the descriptor address into `rseq->rseq_cs`, then start_ip; the abort handler in
 //! `__rseq_failure` is preceded by `.inst 0xd428bc00` (RSEQ_SIG).
 //!
-//! Same shape and labels as the x86-64 version (see there); the anchors are plain
-//! `nop`s. The CPU-mismatch branch is `b.eq` over an unconditional `b` to abort_ip,
+//! Same shape and labels as the x86-64 version (see there): counter_add and list_push carry
+//! `rseq-marker` markers (a `nop` each, plus a record in `__rseq_markers`), list_pop plain
+//! `nop` anchors. The CPU-mismatch branch is `b.eq` over an unconditional `b` to abort_ip,
 //! because a conditional branch (+-1 MiB) might not reach `__rseq_failure`.
 
 use std::arch::asm;
@@ -13,6 +14,15 @@ use crate::percpu::{StackData, STACK_CAP};
 use crate::rseq_abi::{Rseq, OFFSET_CPU_ID, OFFSET_RSEQ_CS};
 
 use super::{STATUS_ABORTED, STATUS_CANCELLED, STATUS_COMMITTED};
+
+rseq_marker::define_key!(
+    /// Marker key (group name) of the counter_add section.
+    rseq_key_workload_counter
+);
+rseq_marker::define_key!(
+    /// Marker key (group name) of the list_push section.
+    rseq_key_workload_list_push
+);
 
 /// Offset of `items[len - 1]` from `stack + len * 8` (the address pop computes).
 const OFF_TOP: usize = offset_of!(StackData, items) - 8;
@@ -35,7 +45,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
     // its own read-only descriptor, and declared registers.
     unsafe {
         asm!(
-            "nop",
+            rseq_marker::start!(key),
             "adrp {tmp}, 3f",
             "add {tmp}, {tmp}, :lo12:3f",
             "str {tmp}, [{rseq}, #{off_cs}]",
@@ -54,7 +64,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             "add {tmp}, {tmp}, #1",
             "str {tmp}, [{counter}]",
             "6:",
-            "nop",
+            rseq_marker::finish!(key),
             "mov {st:w}, #{committed}",
             "9:",
             ".pushsection __rseq_cs, \"aw\"",
@@ -73,7 +83,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             ".pushsection __rseq_failure, \"ax\"",
             ".inst {sig}",
             "5:",
-            "nop",
+            rseq_marker::abort!(key),
             "mov {st:w}, #{aborted}",
             "b 9b",
             ".popsection",
@@ -88,6 +98,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             sig = const crate::rseq_abi::RSEQ_SIG,
             committed = const STATUS_COMMITTED,
             aborted = const STATUS_ABORTED,
+            key = sym rseq_key_workload_counter,
             options(nostack),
         );
     }
@@ -114,7 +125,7 @@ pub unsafe extern "C" fn rseq_workload_list_push(
     // the `len < STACK_CAP` check, and the asm touches nothing else but its tables.
     unsafe {
         asm!(
-            "nop",
+            rseq_marker::start!(key),
             "adrp {tmp}, 3f",
             "add {tmp}, {tmp}, :lo12:3f",
             "str {tmp}, [{rseq}, #{off_cs}]",
@@ -137,11 +148,11 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             "add {tmp}, {tmp}, #1",
             "str {tmp}, [{stack}, #{off_len}]",
             "6:",
-            "nop",
+            rseq_marker::finish!(key),
             "mov {st:w}, #{committed}",
             "b 9f",
             "22:",
-            "nop",
+            rseq_marker::abort!(key),
             "mov {st:w}, #{cancelled}",
             "9:",
             ".pushsection __rseq_cs, \"aw\"",
@@ -165,7 +176,7 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             ".pushsection __rseq_failure, \"ax\"",
             ".inst {sig}",
             "5:",
-            "nop",
+            rseq_marker::abort!(key),
             "mov {st:w}, #{aborted}",
             "b 9b",
             ".popsection",
@@ -186,6 +197,7 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             committed = const STATUS_COMMITTED,
             cancelled = const STATUS_CANCELLED,
             aborted = const STATUS_ABORTED,
+            key = sym rseq_key_workload_list_push,
             options(nostack),
         );
     }

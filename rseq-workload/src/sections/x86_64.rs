@@ -3,35 +3,43 @@
 //! Shape of every section (labels as used below):
 //!
 //! ```text
-//!         nop5                          entry anchor (0f 1f 44 00 00), outside the section
+//!         START marker (or nop5)        entry, outside the section
 //!         lea  rax, [rip + desc]
 //!         mov  qword ptr [rseq + 8], rax   descriptor store; the instruction ending at start_ip
 //! 4:      cmp  dword ptr [rseq + 4], cpu    start_ip; CPU mismatch -> abort_ip
 //!         jne  5f
 //!         ... optional delay loop, loads, early-exit branch to 22f ...
 //!         mov  [commit], reg               commit store, last instruction of the section
-//! 6:      nop5                             post_commit_ip, reached only by commits
+//! 6:      FINISH marker (or nop5)          post_commit_ip, reached only by commits
 //!         status = committed
 //!         jmp 9f                           (push/pop only)
-//! 22:     nop5                             exit_ip, reached only by the early-exit branch
+//! 22:     ABORT marker (or nop5)           exit_ip (a cancel), reached only by the early exit
 //!         status = cancelled
 //! 9:                                       common end
 //!
 //!         __rseq_failure: 0f b9 3d <0x53053053>
-//! 5:      nop5                             abort_ip, reached by the kernel and the CPU check
+//! 5:      ABORT marker (or nop5)           abort_ip, reached by the kernel and the CPU check
 //!         status = aborted; jmp 9b
 //! ```
 //!
-//! The 5-byte nops are not needed for correctness: they give a tracer places outside
+//! counter_add and list_push carry `rseq-marker` markers, keyed `rseq_key_workload_counter`
+//! and `rseq_key_workload_list_push` (records in the non-loadable `__rseq_markers`). A
+//! marker's code is `lea rsp, [rsp-128]; nop5; lea rsp, [rsp+128]` and starts exactly at
+//! the label (post_commit_ip, abort_ip, exit_ip stay where they were); the START marker is
+//! straight-line code before the descriptor store. list_pop keeps plain 5-byte nop anchors
+//! (`0f 1f 44 00 00`), so the binary has sections both with and without markers.
+//!
+//! Neither markers nor nops are needed for correctness: they give a tracer places outside
 //! every section where the kernel can use its optimized (nop5) uprobes.
 //!
 //! The asm blocks deliberately omit `options(nostack)`: an optimized uprobe turns a
 //! nop5 into a `call` to a kernel trampoline that pushes 32 bytes below `rsp`, i.e.
 //! into the red zone. Without `nostack` the compiler keeps nothing live below `rsp`
 //! across the block (in every build profile); the cost is one `push`/`pop` pair that
-//! realigns the stack at function entry and exit.
+//! realigns the stack at function entry and exit. (The marker code also steps over the
+//! red zone itself; list_pop's plain nops rely on the missing `nostack` alone.)
 //! Numeric labels avoid 0 and 1 (LLVM reads `0b`/`1b`-like labels as binary literals
-//! in Intel syntax).
+//! in Intel syntax), and 90 and 91, which the marker fragments define.
 
 use std::arch::asm;
 use std::mem::offset_of;
@@ -40,6 +48,15 @@ use crate::percpu::{StackData, STACK_CAP};
 use crate::rseq_abi::{Rseq, OFFSET_CPU_ID, OFFSET_RSEQ_CS};
 
 use super::{STATUS_ABORTED, STATUS_CANCELLED, STATUS_COMMITTED};
+
+rseq_marker::define_key!(
+    /// Marker key (group name) of the counter_add section.
+    rseq_key_workload_counter
+);
+rseq_marker::define_key!(
+    /// Marker key (group name) of the list_push section.
+    rseq_key_workload_list_push
+);
 
 /// Per-CPU counter increment: one load, one add, the store is the commit.
 ///
@@ -59,7 +76,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
     // its own read-only descriptor, and declared registers.
     unsafe {
         asm!(
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            rseq_marker::start!(key),
             "lea rax, [rip + 3f]",
             "mov qword ptr [{rseq} + {off_cs}], rax",
             "4:",
@@ -75,7 +92,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             "add rax, 1",
             "mov qword ptr [{counter}], rax",
             "6:",
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            rseq_marker::finish!(key),
             "mov {st:e}, {committed}",
             "9:",
             // struct rseq_cs { u32 version, flags; u64 start_ip, post_commit_offset, abort_ip; }
@@ -97,7 +114,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             ".byte 0x0f, 0xb9, 0x3d",
             ".long {sig}",
             "5:",
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            rseq_marker::abort!(key),
             "mov {st:e}, {aborted}",
             "jmp 9b",
             ".popsection",
@@ -112,6 +129,7 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             sig = const crate::rseq_abi::RSEQ_SIG,
             committed = const STATUS_COMMITTED,
             aborted = const STATUS_ABORTED,
+            key = sym rseq_key_workload_counter,
             options(),
         );
     }
@@ -138,7 +156,7 @@ pub unsafe extern "C" fn rseq_workload_list_push(
     // the `len < STACK_CAP` check, and the asm touches nothing else but its tables.
     unsafe {
         asm!(
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            rseq_marker::start!(key),
             "lea rax, [rip + 3f]",
             "mov qword ptr [{rseq} + {off_cs}], rax",
             "4:",
@@ -157,11 +175,11 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             "add rax, 1",
             "mov qword ptr [{stack} + {off_len}], rax",
             "6:",
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            rseq_marker::finish!(key),
             "mov {st:e}, {committed}",
             "jmp 9f",
             "22:",
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            rseq_marker::abort!(key),
             "mov {st:e}, {cancelled}",
             "9:",
             ".pushsection __rseq_cs, \"aw\"",
@@ -186,7 +204,7 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             ".byte 0x0f, 0xb9, 0x3d",
             ".long {sig}",
             "5:",
-            ".byte 0x0f, 0x1f, 0x44, 0x00, 0x00",
+            rseq_marker::abort!(key),
             "mov {st:e}, {aborted}",
             "jmp 9b",
             ".popsection",
@@ -206,6 +224,7 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             committed = const STATUS_COMMITTED,
             cancelled = const STATUS_CANCELLED,
             aborted = const STATUS_ABORTED,
+            key = sym rseq_key_workload_list_push,
             options(),
         );
     }
@@ -307,4 +326,106 @@ pub unsafe extern "C" fn rseq_workload_list_pop(
         out.write(value);
     }
     status
+}
+
+#[cfg(test)]
+mod tests {
+    use object::{Object, ObjectSection, ObjectSymbol};
+    use rseq_marker::x86_64::{CODE, PROBE_OFFSET};
+    use rseq_marker::{MarkerType, Record};
+
+    /// `len` bytes of this process's own text at run-time address `addr`.
+    fn code(addr: u64, len: usize) -> Vec<u8> {
+        // SAFETY: callers pass addresses derived from this binary's own descriptors and
+        // marker records, all inside its mapped, readable, never-written text.
+        unsafe { std::slice::from_raw_parts(addr as usize as *const u8, len) }.to_vec()
+    }
+
+    /// The marker records of this test binary (read from its file: the section is not
+    /// loaded) sit exactly at the boundaries of the descriptors the running code uses.
+    #[test]
+    fn markers_sit_at_the_section_boundaries() {
+        let data = std::fs::read("/proc/self/exe").expect("read /proc/self/exe");
+        let file = object::File::parse(&*data).expect("parse own ELF");
+        let sym = |name: &str| {
+            file.symbols()
+                .find(|s| s.name() == Ok(name))
+                .map(|s| s.address())
+                .unwrap_or_else(|| panic!("no symbol {name}"))
+        };
+        let bias = (super::rseq_workload_counter_add as *const () as u64)
+            .wrapping_sub(sym("rseq_workload_counter_add"));
+        let records: Vec<Record> = rseq_marker::records(
+            file.section_by_name(rseq_marker::SECTION)
+                .expect("__rseq_markers")
+                .data()
+                .unwrap(),
+            true,
+        )
+        .collect();
+        let keys = [
+            (
+                "rseq_workload_counter_add",
+                sym("rseq_key_workload_counter"),
+            ),
+            (
+                "rseq_workload_list_push",
+                sym("rseq_key_workload_list_push"),
+            ),
+        ];
+        // Only the two marked sections have records; list_pop has none.
+        assert_eq!(records.len(), 3 + 4, "{records:x?}");
+        for r in &records {
+            assert!(r.is_usable() && r.reserved == 0, "{r:x?}");
+            assert!(keys.iter().any(|k| k.1 == r.key), "unknown key: {r:x?}");
+            let at = r.ip.wrapping_add(bias) - PROBE_OFFSET;
+            assert_eq!(code(at, CODE.len()), CODE, "no marker code at {r:x?}");
+        }
+        let descriptors = crate::sections::check_tables().expect("tables");
+        for (function, key) in keys {
+            let d = descriptors.iter().find(|d| d.function == function).unwrap();
+            // Run-time address of each marker's code (probe point - PROBE_OFFSET).
+            let of = |t: MarkerType| -> Vec<u64> {
+                let mut v: Vec<u64> = records
+                    .iter()
+                    .filter(|r| r.key == key && r.marker_type() == Some(t))
+                    .map(|r| r.ip.wrapping_add(bias) - PROBE_OFFSET)
+                    .collect();
+                v.sort_unstable();
+                v
+            };
+            for at in of(MarkerType::Start)
+                .into_iter()
+                .chain(of(MarkerType::Finish))
+                .chain(of(MarkerType::Abort))
+            {
+                assert!(
+                    !(d.start_ip..d.post_commit_ip).contains(&at),
+                    "{function}: marker inside the section"
+                );
+            }
+            // START, then `lea rax, [rip + desc]` (7 bytes), then the descriptor store
+            // `mov qword ptr [reg + 8], rax` (4 or 5 bytes) ending exactly at start_ip.
+            let start = of(MarkerType::Start);
+            assert_eq!(start.len(), 1, "{function}");
+            let lea = start[0] + CODE.len() as u64;
+            assert_eq!(
+                code(lea, 3),
+                [0x48, 0x8d, 0x05],
+                "{function}: lea rax, [rip+d]"
+            );
+            let mov = code(lea + 7, 2);
+            assert!(
+                matches!(d.start_ip - (lea + 7), 4 | 5) && matches!(mov[..], [0x48 | 0x49, 0x89]),
+                "{function}: store does not end at start_ip"
+            );
+            // FINISH at post_commit_ip; ABORT at abort_ip (right after RSEQ_SIG) and at each
+            // exit point (cancel).
+            assert_eq!(of(MarkerType::Finish), [d.post_commit_ip], "{function}");
+            let mut aborts = vec![d.abort_ip];
+            aborts.extend(&d.exit_ips);
+            aborts.sort_unstable();
+            assert_eq!(of(MarkerType::Abort), aborts, "{function}");
+        }
+    }
 }

@@ -1,0 +1,177 @@
+//! `rseq-trace list`: every critical section of a file or process, named as its author thinks of
+//! it, with the probe points rseq-trace would use or the reason it refuses the section.
+
+use std::{collections::BTreeSet, fmt::Write as _, fs, path::Path};
+
+use serde::Serialize;
+
+use crate::{
+    error::{SessionError, TableError, TargetError},
+    probe_points::{self, ProbePlan},
+    symbolize::{self, SourceLocation, Symbolizer},
+    table::{self, elf::Arch, elf::ElfImage, CriticalSection, TableWarning},
+};
+
+#[derive(Debug, Serialize)]
+pub struct ObjectListing {
+    pub path: String,
+    pub arch: Arch,
+    /// No static symbol table: functions are named from dynamic symbols only, if at all.
+    pub stripped: bool,
+    pub sections: Vec<ListedSection>,
+    pub warnings: Vec<TableWarning>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ListedSection {
+    /// `function+0xoffset` of start_ip.
+    pub name: String,
+    /// Its `key` is the marker key when there is one, else the name: what counts group by.
+    #[serde(flatten)]
+    pub section: CriticalSection,
+    /// file:line of start_ip and its inline chain, where DWARF is present.
+    pub source: Option<SourceLocation>,
+    pub probes: Option<ProbePlan>,
+    pub refused: Option<String>,
+}
+
+/// Lists one ELF file. `shown` is the name to print (the path as the user or the process knows it).
+pub fn list_file(path: &Path, shown: &str) -> Result<ObjectListing, TableError> {
+    let image = ElfImage::open(path)?;
+    let table::Discovery { sections, warnings } = table::discover(&image);
+    let symbolizer = Symbolizer::new(path);
+    let listed = sections
+        .iter()
+        .map(|cs| {
+            let plan = probe_points::plan(&image, cs, &sections);
+            let name = symbolize::function_offset(&image, cs.start_ip);
+            let mut section = cs.clone();
+            section.key.get_or_insert_with(|| name.clone());
+            ListedSection {
+                name,
+                section,
+                source: symbolizer.locate(cs.start_ip),
+                probes: plan.as_ref().ok().cloned(),
+                refused: plan.err(),
+            }
+        })
+        .collect();
+    Ok(ObjectListing {
+        path: shown.to_owned(),
+        arch: image.arch,
+        stripped: !image.has_symtab,
+        sections: listed,
+        warnings,
+    })
+}
+
+/// Lists the file at `path`, refusing one that has no tables at all.
+pub fn list_path(path: &Path) -> Result<Vec<ObjectListing>, SessionError> {
+    let listing = list_file(path, &path.display().to_string())?;
+    if listing.sections.is_empty() && listing.warnings.is_empty() {
+        return Err(SessionError::NoTables {
+            path: path.display().to_string(),
+        });
+    }
+    Ok(vec![listing])
+}
+
+/// Lists every mapped object of `pid` that has tables: the executable and its shared libraries.
+pub fn list_pid(pid: u32) -> Result<Vec<ObjectListing>, SessionError> {
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::NotFound {
+            TargetError::NoSuchProcess { pid }
+        } else {
+            TargetError::Inaccessible { pid, source }
+        }
+    })?;
+    let files: BTreeSet<&str> = maps
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let perms = f.nth(1)?;
+            let path = f.nth(3)?;
+            (perms.contains('x') && path.starts_with('/')).then_some(path)
+        })
+        .collect();
+    let mut objects = Vec::new();
+    for file in files {
+        // Through the process's root, so a containerised process's files are the ones read.
+        let via_root = format!("/proc/{pid}/root{file}");
+        match list_file(Path::new(&via_root), file) {
+            Ok(o) if !o.sections.is_empty() || !o.warnings.is_empty() => objects.push(o),
+            Ok(_) => {}
+            Err(e) => tracing::debug!("{file}: {e}"),
+        }
+    }
+    if objects.is_empty() {
+        return Err(SessionError::NoTables {
+            path: format!("any object mapped by pid {pid}"),
+        });
+    }
+    Ok(objects)
+}
+
+/// The human table.
+pub fn to_table(objects: &[ObjectListing]) -> String {
+    let mut out = String::new();
+    let hex = |v: &[u64]| {
+        v.iter()
+            .map(|a| format!("{a:#x}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    for o in objects {
+        let _ = writeln!(
+            out,
+            "{} ({:?}{}): {} critical sections",
+            o.path,
+            o.arch,
+            if o.stripped {
+                ", stripped: named by address"
+            } else {
+                ""
+            },
+            o.sections.len()
+        );
+        for s in &o.sections {
+            let cs = &s.section;
+            let _ = writeln!(
+                out,
+                "  {}  key={}  start={:#x} commit={:#x} abort={:#x} exits={}  [{}]",
+                s.name,
+                cs.key.as_deref().unwrap_or("-"),
+                cs.start_ip,
+                cs.post_commit_ip,
+                cs.abort_ip,
+                cs.exits.len(),
+                cs.sources.join("+")
+            );
+            if let Some(src) = &s.source {
+                let _ = writeln!(out, "      at {}", src.location);
+                for frame in src.inlined.iter().skip(1) {
+                    let _ = writeln!(out, "      inlined into {frame}");
+                }
+            }
+            match (&s.probes, &s.refused) {
+                (Some(p), _) => {
+                    let _ = writeln!(
+                        out,
+                        "      probes: entry={:#x} abort={:#x} cancel=[{}] commit=derived",
+                        p.entry,
+                        p.abort,
+                        hex(&p.cancels)
+                    );
+                }
+                (None, Some(why)) => {
+                    let _ = writeln!(out, "      refused: {why}");
+                }
+                (None, None) => {}
+            }
+        }
+        for w in &o.warnings {
+            let _ = writeln!(out, "  warning: {} (at {:#x})", w.message, w.at);
+        }
+    }
+    out
+}

@@ -1,0 +1,236 @@
+//! `rseq-trace list`: every format and link mode gives the right sections, names and probe
+//! points; malformed input gives warnings or one clear line, never a panic.
+
+mod support;
+
+use std::{fs, path::Path, process::Command};
+
+use object::{Object, ObjectSection};
+use serde_json::Value;
+use support::{run_trace, workload_bin, Workload};
+
+fn list_json(args: &[&str]) -> Value {
+    let mut all = vec!["list", "--json"];
+    all.extend_from_slice(args);
+    let (code, out, err) = run_trace(&all);
+    assert_eq!(code, 0, "rseq-trace list {args:?} failed: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
+fn section<'a>(object: &'a Value, function: &str) -> &'a Value {
+    object["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"].as_str().unwrap().split('+').next() == Some(function))
+        .unwrap_or_else(|| panic!("no section in {function}: {object:#}"))
+}
+
+fn temp_copy(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rseq-trace-list-{}", std::process::id()));
+    fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    fs::copy(workload_bin(), &path).unwrap();
+    path
+}
+
+#[test]
+fn workload_sections_with_names_probes_and_merged_marker_keys() {
+    let objects = list_json(&[workload_bin().to_str().unwrap()]);
+    let o = &objects[0];
+    assert_eq!(o["sections"].as_array().unwrap().len(), 3, "{o:#}");
+    assert_eq!(o["arch"], "x86_64");
+    for (function, exits) in [
+        ("rseq_workload_counter_add", 0),
+        ("rseq_workload_list_push", 1),
+        ("rseq_workload_list_pop", 1),
+    ] {
+        let s = section(o, function);
+        assert!(s["refused"].is_null(), "{s:#}");
+        let probes = &s["probes"];
+        assert_eq!(probes["abort"], s["abort_ip"]);
+        assert_eq!(probes["cancels"].as_array().unwrap().len(), exits);
+        let (entry, start) = (
+            probes["entry"].as_u64().unwrap(),
+            s["start_ip"].as_u64().unwrap(),
+        );
+        assert!(
+            entry < start && start - entry <= 15,
+            "entry {entry:#x} start {start:#x}"
+        );
+        let location = s["source"]["location"].as_str().unwrap();
+        assert!(
+            location.contains("rseq-workload/src/sections/x86_64.rs:"),
+            "{location}"
+        );
+    }
+    // The marker table and the librseq tables describe the same sections: one section, one key.
+    for (function, key) in [
+        ("rseq_workload_counter_add", "rseq_key_workload_counter"),
+        ("rseq_workload_list_push", "rseq_key_workload_list_push"),
+    ] {
+        let s = section(o, function);
+        assert_eq!(s["key"], key, "{s:#}");
+        let sources = s["sources"].as_array().unwrap();
+        assert!(sources.contains(&Value::from("__rseq_cs")), "{s:#}");
+        assert!(sources.contains(&Value::from("__rseq_markers")), "{s:#}");
+        assert!(s["markers"]["start"].as_u64().unwrap() < s["start_ip"].as_u64().unwrap());
+        assert!(s["markers"]["abort"].is_u64() && s["markers"]["finish"].is_u64());
+    }
+    let push = section(o, "rseq_workload_list_push");
+    assert_eq!(push["markers"]["cancels"].as_array().unwrap().len(), 1);
+    let pop = section(o, "rseq_workload_list_pop");
+    assert_eq!(
+        pop["key"], pop["name"],
+        "a section without markers is its own key"
+    );
+    assert!(o["warnings"].as_array().unwrap().is_empty(), "{o:#}");
+}
+
+#[test]
+fn a_running_process_lists_its_executable() {
+    let workload = Workload::start(&["--iterations", "10"], &[]);
+    let objects = list_json(&["--pid", &workload.pid.to_string()]);
+    workload.release();
+    workload.finish();
+    let objects = objects.as_array().unwrap();
+    assert_eq!(
+        objects.len(),
+        1,
+        "only the executable has tables: {objects:#?}"
+    );
+    let exe = fs::canonicalize(workload_bin()).unwrap();
+    assert_eq!(objects[0]["path"], exe.to_str().unwrap());
+}
+
+#[test]
+fn a_stripped_binary_is_listed_by_address() {
+    let path = temp_copy("stripped");
+    assert!(Command::new("strip").arg(&path).status().unwrap().success());
+    let objects = list_json(&[path.to_str().unwrap()]);
+    let o = &objects[0];
+    assert_eq!(o["stripped"], true);
+    assert_eq!(o["sections"].as_array().unwrap().len(), 3);
+    fs::remove_file(path).unwrap();
+}
+
+#[test]
+fn not_an_elf_file_and_no_tables_get_one_line() {
+    for (path, needle) in [
+        ("/etc/hostname", "is not an ELF file"),
+        ("/bin/true", "no rseq tables in /bin/true"),
+        ("/no/such/file", "cannot read /no/such/file"),
+    ] {
+        let (code, _, err) = run_trace(&["list", path]);
+        assert_eq!(code, 1, "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(err.contains(needle), "{needle:?} not in {err}");
+    }
+}
+
+/// File offset of a link-time address, read with `object` independently of rseq-trace.
+fn file_offset(data: &[u8], vaddr: u64) -> usize {
+    let file = object::File::parse(data).unwrap();
+    let s = file
+        .sections()
+        .find(|s| vaddr >= s.address() && vaddr < s.address() + s.size())
+        .unwrap();
+    (vaddr - s.address() + s.file_range().unwrap().0) as usize
+}
+
+#[test]
+fn malformed_tables_give_per_section_warnings() {
+    let objects = list_json(&[workload_bin().to_str().unwrap()]);
+    let pop = section(&objects[0], "rseq_workload_list_pop").clone();
+    let add = section(&objects[0], "rseq_workload_counter_add").clone();
+    let path = temp_copy("malformed");
+    let mut data = fs::read(&path).unwrap();
+    // 1. Remove list_pop's RSEQ_SIG.
+    let sig = file_offset(&data, pop["abort_ip"].as_u64().unwrap() - 4);
+    data[sig..sig + 4].copy_from_slice(&[0, 0, 0, 0]);
+    // 2. Make counter_add's descriptor (the lowest) claim a section 64 KiB long: it now overlaps
+    //    the others, and their probe points fall inside it.
+    let desc = file_offset(&data, add["descriptor"].as_u64().unwrap());
+    data[desc + 16..desc + 24].copy_from_slice(&0x10000u64.to_le_bytes());
+    fs::write(&path, &data).unwrap();
+    let objects = list_json(&[path.to_str().unwrap()]);
+    let warnings = objects[0]["warnings"].to_string();
+    assert!(warnings.contains("not preceded by RSEQ_SIG"), "{warnings}");
+    assert!(warnings.contains("overlap"), "{warnings}");
+    let refused = objects[0]["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| !s["refused"].is_null())
+        .count();
+    assert!(
+        refused >= 1,
+        "a probe point inside another section must be refused: {objects:#}"
+    );
+
+    // 3. Truncated files: never a panic, whatever is left.
+    for keep in [64, 4096, data.len() / 2, data.len() - 1] {
+        fs::write(&path, &data[..keep]).unwrap();
+        let (_, _, err) = run_trace(&["list", path.to_str().unwrap()]);
+        assert!(!err.contains("panicked"), "{keep} bytes: {err}");
+        assert!(err.lines().count() <= 1, "{keep} bytes: {err}");
+    }
+    fs::remove_file(&path).unwrap();
+    let _ = Path::new(&path).parent().map(fs::remove_dir);
+}
+
+/// Every format and link mode: the same sections, exits and names as the fixture's source says,
+/// each with safe probe points, read by rseq-trace from the file as built.
+#[test]
+fn every_fixture_format_and_link_mode() {
+    for f in support::fixtures::all() {
+        let objects = list_json(&[f.path.to_str().unwrap()]);
+        let o = &objects[0];
+        let mut found: Vec<(String, usize)> = o["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                let name = s["name"].as_str().unwrap();
+                let function = name.split('+').next().unwrap().to_owned();
+                assert!(s["refused"].is_null(), "{}: {name} refused: {s:#}", f.name);
+                let probes = &s["probes"];
+                assert_eq!(probes["abort"], s["abort_ip"], "{}: {name}", f.name);
+                let (entry, start) = (
+                    probes["entry"].as_u64().unwrap(),
+                    s["start_ip"].as_u64().unwrap(),
+                );
+                let max = if f.arch == "aarch64" { 4 } else { 15 };
+                assert!(entry < start && start - entry <= max, "{}: {name}", f.name);
+                assert!(
+                    s["source"]["location"].as_str().is_some(),
+                    "{}: {name} has no file:line",
+                    f.name
+                );
+                (function, s["exits"].as_array().unwrap().len())
+            })
+            .collect();
+        found.sort();
+        let mut expected: Vec<(String, usize)> = f
+            .expected
+            .iter()
+            .map(|e| (e.function.to_owned(), e.exits))
+            .collect();
+        expected.sort();
+        assert_eq!(found, expected, "{}: sections (function, exits)", f.name);
+        assert_eq!(o["arch"], f.arch, "{}", f.name);
+        assert!(
+            o["warnings"].as_array().unwrap().is_empty(),
+            "{}: {:#}",
+            f.name,
+            o["warnings"]
+        );
+        if f.format == "librseq" {
+            // librseq inlines every operation: the inline chain names the call site's function.
+            let s = section(o, "fx_counter_add");
+            let chain = s["source"]["inlined"].to_string();
+            assert!(chain.contains("fx_counter_add"), "{}: {chain}", f.name);
+        }
+    }
+}
