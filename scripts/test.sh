@@ -19,7 +19,27 @@ set +e
 cargo test --all-targets -- --test-threads=1 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
+[ "$status" -eq 0 ] || exit "$status"
+
+echo "== aarch64: the workload's critical sections must compile for arm64 too"
+RUSTC_BOOTSTRAP=1 rustup run debian-web cargo check -q -p rseq-workload -p rseq-marker \
+    --target aarch64-unknown-linux-gnu -Z build-std=std,panic_abort \
+    --target-dir target/aarch64-check
+
+echo "== fuzz the table parser for 60 s (scripts/fuzz.sh SECONDS for longer)"
+fuzz_log=$(mktemp)
+trap 'rm -f "$log" "$fuzz_log"' EXIT
+set +e
+bash scripts/fuzz.sh 60 >"$fuzz_log" 2>&1
+fuzz_status=$?
+set -e
+grep -E "DONE|Done [0-9]+ runs|stat::number_of_executed_units" "$fuzz_log" || true
+if [ "$fuzz_status" -ne 0 ]; then
+    tail -40 "$fuzz_log"
+    echo "fuzzing the table parser failed (a crash is saved under fuzz/artifacts/)"
+    exit 1
+fi
+
 # One closing line over every test binary, so the total is not hidden behind the last one.
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
      END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
-exit "$status"
