@@ -157,10 +157,15 @@ pub fn to_table(objects: &[ObjectListing]) -> String {
                 (Some(p), _) => {
                     let _ = writeln!(
                         out,
-                        "      probes: entry={:#x} abort={:#x} cancel=[{}] commit=derived",
+                        "      probes: entry={:#x} abort={:#x} cancel=[{}] commit=derived{}",
                         p.entry,
                         p.abort,
-                        hex(&p.cancels)
+                        hex(&p.cancels),
+                        if cs.exits_known {
+                            ""
+                        } else {
+                            " (no exit table: early exits are not seen and count as commits)"
+                        }
                     );
                 }
                 (None, Some(why)) => {

@@ -65,6 +65,11 @@ impl Session {
         for s in &sections {
             if let Err(reason) = &s.plan {
                 warn!("section {} not traced: {reason}", s.name);
+            } else if !s.cs.exits_known {
+                warn!(
+                    "section {}: its table lists no exit points, so early exits are not seen and count as commits",
+                    s.name
+                );
             }
         }
         if sections.iter().all(|s| s.plan.is_err()) {

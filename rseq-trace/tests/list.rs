@@ -234,3 +234,84 @@ fn every_fixture_format_and_link_mode() {
         }
     }
 }
+
+/// A descriptor pointer that points nowhere, and a section whose entry has no descriptor store
+/// (so no safe entry probe exists), in the GNU ld non-PIE fixture, where values live in the file.
+#[test]
+fn bad_pointers_and_missing_entry_store() {
+    let f = support::fixtures::get("librseq-x86_64-gnu-exec");
+    let objects = list_json(&[f.path.to_str().unwrap()]);
+    let first = &objects[0]["sections"][0];
+    let second = &objects[0]["sections"][1];
+    let mut data = fs::read(&f.path).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    let ptrs = file.section_by_name("__rseq_cs_ptr_array").unwrap();
+    let ptr_at = ptrs.file_range().unwrap().0 as usize;
+    drop(file);
+    // 1. The first pointer now points outside every section.
+    data[ptr_at..ptr_at + 8].copy_from_slice(&0x7fff_dead_0000u64.to_le_bytes());
+    // 2. The 4-byte store before the second section's start_ip becomes nops.
+    let entry = second["probes"]["entry"].as_u64().unwrap();
+    let start = second["start_ip"].as_u64().unwrap();
+    let at = file_offset(&data, entry);
+    for b in &mut data[at..at + (start - entry) as usize] {
+        *b = 0x90;
+    }
+    let path = std::env::temp_dir().join(format!("rseq-trace-bad-{}", std::process::id()));
+    fs::write(&path, &data).unwrap();
+    let objects = list_json(&[path.to_str().unwrap()]);
+    fs::remove_file(&path).unwrap();
+    let o = &objects[0];
+    assert!(
+        o["warnings"].to_string().contains("outside the file"),
+        "{:#}",
+        o["warnings"]
+    );
+    // The section the bad pointer named is still found through __rseq_cs itself.
+    let sections = o["sections"].as_array().unwrap();
+    assert!(sections.iter().any(|s| s["start_ip"] == first["start_ip"]));
+    let broken = sections
+        .iter()
+        .find(|s| s["start_ip"] == second["start_ip"])
+        .unwrap();
+    let why = broken["refused"].as_str().expect("refused");
+    assert!(
+        why.contains("not the store") || why.contains("no store"),
+        "{why}"
+    );
+}
+
+/// `list --pid` finds tables in shared libraries, not only in the executable.
+#[test]
+fn a_process_lists_its_shared_libraries() {
+    let f = support::fixtures::get("librseq-x86_64-gnu-shared");
+    let mut sleep = Command::new("sleep")
+        .arg("30")
+        .env("LD_PRELOAD", &f.path)
+        .spawn()
+        .unwrap();
+    // Wait until the loader has mapped the library.
+    let maps = format!("/proc/{}/maps", sleep.id());
+    for _ in 0..200 {
+        if fs::read_to_string(&maps)
+            .unwrap_or_default()
+            .contains("librseq-x86_64-gnu-shared")
+        {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    let objects = list_json(&["--pid", &sleep.id().to_string()]);
+    sleep.kill().unwrap();
+    sleep.wait().unwrap();
+    let objects = objects.as_array().unwrap();
+    assert_eq!(objects.len(), 1, "{objects:#?}");
+    assert!(objects[0]["path"]
+        .as_str()
+        .unwrap()
+        .ends_with("librseq-x86_64-gnu-shared"));
+    assert_eq!(
+        objects[0]["sections"].as_array().unwrap().len(),
+        f.expected.len()
+    );
+}

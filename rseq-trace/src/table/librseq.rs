@@ -42,7 +42,8 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
     };
 
     let mut exits: BTreeMap<u64, Vec<u64>> = BTreeMap::new();
-    if let Some((addr, size)) = image.section("__rseq_exit_point_array") {
+    let exit_table = image.section("__rseq_exit_point_array");
+    if let Some((addr, size)) = exit_table {
         for at in (addr..addr.saturating_add(size - size % EXIT_POINT_SIZE)).step_by(16) {
             match (image.read_ptr(at), image.read_ptr(at + 8)) {
                 (Some(start), Some(exit)) => exits.entry(start).or_default().push(exit),
@@ -56,6 +57,7 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
         match descriptor(image, d) {
             Ok(Some(mut cs)) => {
                 cs.sources.push(source(d));
+                cs.exits_known = exit_table.is_some();
                 cs.exits = exits.remove(&cs.start_ip).unwrap_or_default();
                 cs.exits.sort_unstable();
                 cs.exits.dedup();

@@ -24,6 +24,9 @@ pub struct CriticalSection {
     /// Exit points other than commit and abort (cancels), from `__rseq_exit_point_array` or
     /// from ABORT markers away from the abort handler.
     pub exits: Vec<u64>,
+    /// Whether some table lists this section's exits (an exit point array, or markers). Without
+    /// one (tcmalloc), early exits are invisible and would be taken for commits.
+    pub exits_known: bool,
     /// The group name from the marker table, when one describes this section.
     pub key: Option<String>,
     /// Probe points of the marker table (5-byte nops), when present.
@@ -162,6 +165,7 @@ fn merge_markers(
         match sections.iter_mut().find(|s| s.post_commit_ip == at) {
             Some(s) => {
                 s.markers.finish = Some(m.ip);
+                s.exits_known = true;
                 claim(s, m, &mut warn);
             }
             None => warn(
