@@ -12,16 +12,22 @@ pub enum Health {
     UnmatchedExit = 0,
     /// The per-thread state map was full: an entry could not be recorded.
     StateInsertFailed = 1,
-    /// A cookie named a section beyond the map's capacity or an unknown event.
+    /// A cookie named an unknown event.
     BadCookie = 2,
+    /// The counter map was full: an event of a new (process, section, CPU) was lost.
+    CountsFull = 3,
+    /// A kernel restart was seen but no abort probe consumed it (an untraced section's abort).
+    RestartUnclaimed = 4,
 }
 
 impl Health {
-    pub const COUNT: u32 = 3;
+    pub const COUNT: u32 = 5;
     pub const ALL: [Health; Health::COUNT as usize] = [
         Health::UnmatchedExit,
         Health::StateInsertFailed,
         Health::BadCookie,
+        Health::CountsFull,
+        Health::RestartUnclaimed,
     ];
 
     /// Stable name, used in logs and metrics.
@@ -30,6 +36,8 @@ impl Health {
             Health::UnmatchedExit => "unmatched_exit",
             Health::StateInsertFailed => "state_insert_failed",
             Health::BadCookie => "bad_cookie",
+            Health::CountsFull => "counts_full",
+            Health::RestartUnclaimed => "restart_unclaimed",
         }
     }
 }

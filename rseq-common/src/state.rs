@@ -1,9 +1,9 @@
-//! The per-thread "open attempt" map (`OPEN`): which CPU a thread entered a section on.
-//!
-//! Keyed by (thread, section) rather than by thread alone, so that a section entered by a signal
-//! handler while another section's abort is pending does not overwrite the interrupted one.
+//! Per-thread state the eBPF side keeps between probes.
 
-/// Name of the open-attempt LRU hash map in the eBPF object.
+/// Name of the open-attempt LRU hash map: (tid, section) -> CPU the attempt entered on.
+///
+/// Keyed by (thread, section) rather than by thread alone, so that a section entered by a signal
+/// handler while another section's abort is pending does not overwrite the interrupted one.
 pub const OPEN_MAP: &str = "OPEN";
 /// Capacity of the open-attempt map. Committed attempts are never closed explicitly (commits are
 /// not probed), so stale keys accumulate up to threads x sections; LRU eviction drops those first.
@@ -14,3 +14,14 @@ pub const OPEN_MAP_CAPACITY: u32 = 1 << 16;
 pub const fn open_key(tid: u32, section: u32) -> u64 {
     ((tid as u64) << 32) | section as u64
 }
+
+/// Name of the pending-restart LRU map: tid -> the abort_ip the kernel just sent the thread to.
+/// Set by the `rseq_ip_fixup` raw tracepoint, consumed by the abort probe that runs next.
+pub const RESTART_MAP: &str = "RESTART";
+pub const RESTART_MAP_CAPACITY: u32 = 1 << 14;
+
+/// Name of the traced-process map: tgid -> 1. The agent fills it for `--pid` targets; entry
+/// probes add processes they see (system-wide `--binary` tracing), which is how the agent
+/// learns of processes started after it.
+pub const TRACED_MAP: &str = "TRACED";
+pub const TRACED_MAP_CAPACITY: u32 = 1 << 14;

@@ -1,6 +1,10 @@
-//! The eBPF side of rseq-trace: one uprobe program, attached at every safe probe point of every
-//! traced critical section. Its cookie ([`rseq_common::Cookie`]) says which section and which
-//! event; it counts into `COUNTS`, crediting each attempt to the CPU it entered on.
+//! The eBPF side of rseq-trace.
+//!
+//! - `rseq_event`, one uprobe program attached at every safe probe point of every traced
+//!   critical section. Its cookie ([`rseq_common::Cookie`]) says which section and which event;
+//!   it counts per (process, section, CPU the attempt entered on).
+//! - `rseq_ip_fixup`, a raw tracepoint on the kernel's rseq abort fixup: it marks the thread so
+//!   that the abort probe that runs next counts the abort as a kernel restart too.
 #![no_std]
 #![no_main]
 // The BPF target has atomic add but no compare-and-swap, so `AtomicU64::fetch_add` is not
@@ -12,26 +16,23 @@
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
+    bindings::BPF_F_NO_PREALLOC,
     helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
-    macros::{map, uprobe},
-    maps::{Array, LruHashMap},
-    programs::ProbeContext,
+    macros::{map, raw_tracepoint, uprobe},
+    maps::{Array, HashMap, LruHashMap},
+    programs::{ProbeContext, RawTracePointContext},
     EbpfContext,
 };
 use rseq_common::{
-    counters::counter_index,
+    counters::{CountKey, Counter, Counters},
     health::Health,
-    state::{open_key, OPEN_MAP_CAPACITY},
+    state::{open_key, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY, TRACED_MAP_CAPACITY},
     Cookie, Event,
 };
 
-/// Number of section slots `COUNTS` was sized for; set by the agent at load time.
-#[no_mangle]
-static SECTION_CAPACITY: u32 = 0;
-
-/// `[cpu][section][event]` counters; resized by the agent at load time.
+/// Counters per (process, section, entry CPU); resized by the agent at load time.
 #[map]
-static COUNTS: Array<u64> = Array::with_max_entries(1, 0);
+static COUNTS: HashMap<CountKey, Counters> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
 
 /// Attribution failures, indexed by [`Health`].
 #[map]
@@ -41,53 +42,137 @@ static HEALTH: Array<u64> = Array::with_max_entries(Health::COUNT, 0);
 #[map]
 static OPEN: LruHashMap<u64, u32> = LruHashMap::with_max_entries(OPEN_MAP_CAPACITY, 0);
 
+/// Threads the kernel just redirected to an abort handler: tid -> that abort_ip.
+#[map]
+static RESTART: LruHashMap<u32, u64> = LruHashMap::with_max_entries(RESTART_MAP_CAPACITY, 0);
+
+/// Traced processes: tgid -> 1.
+#[map]
+static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY, 0);
+
 #[uprobe]
 pub fn rseq_event(ctx: ProbeContext) -> u32 {
     // SAFETY: the helper only reads the cookie of the link that fired.
     let raw = unsafe { bpf_get_attach_cookie(ctx.as_ptr()) };
     match Cookie::decode(raw) {
-        Some(cookie) => on_event(cookie),
-        None => bump(&HEALTH, Health::BadCookie as u32),
+        Some(cookie) => on_event(&ctx, cookie),
+        None => health(Health::BadCookie),
     }
     0
 }
 
 #[inline(always)]
-fn on_event(cookie: Cookie) {
-    let tid = bpf_get_current_pid_tgid() as u32;
+fn on_event(ctx: &ProbeContext, cookie: Cookie) {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let key = open_key(tid, cookie.section);
-    let cpu = match cookie.event {
+    let (cpu, counter) = match cookie.event {
         Event::Entry => {
             // SAFETY: the helper has no preconditions.
             let cpu = unsafe { bpf_get_smp_processor_id() };
             if OPEN.insert(&key, &cpu, 0).is_err() {
-                bump(&HEALTH, Health::StateInsertFailed as u32);
+                health(Health::StateInsertFailed);
             }
-            cpu
+            if TRACED.get_ptr(&tgid).is_none() {
+                let _ = TRACED.insert(&tgid, &1, 0);
+            }
+            (cpu, Counter::Entries)
         }
         Event::Abort | Event::Cancel => {
             // SAFETY: the value is a plain u32 copied out at once; a concurrent update of the
             // same key can only come from this same thread, which is here.
             let Some(cpu) = (unsafe { OPEN.get(&key) }).copied() else {
-                bump(&HEALTH, Health::UnmatchedExit as u32);
+                health(Health::UnmatchedExit);
                 return;
             };
             let _ = OPEN.remove(&key);
-            cpu
+            if cookie.event == Event::Cancel {
+                (cpu, Counter::Cancels)
+            } else {
+                if kernel_restarted(ctx, tid) {
+                    add(tgid, cookie.section, cpu, Counter::KernelRestarts);
+                }
+                (cpu, Counter::Aborts)
+            }
         }
     };
-    // SAFETY: a plain read of a global that the loader may have rewritten.
-    let capacity = unsafe { core::ptr::read_volatile(&SECTION_CAPACITY) };
-    match counter_index(cpu, cookie.section, cookie.event, capacity) {
-        Some(i) => bump(&COUNTS, i),
-        None => bump(&HEALTH, Health::BadCookie as u32),
+    add(tgid, cookie.section, cpu, counter);
+}
+
+/// Whether the kernel sent this thread to the abort handler being probed (rather than the
+/// section's own CPU-mismatch branch jumping there).
+#[inline(always)]
+fn kernel_restarted(ctx: &ProbeContext, tid: u32) -> bool {
+    // SAFETY: a plain u64 copied out at once.
+    let Some(target) = (unsafe { RESTART.get(&tid) }).copied() else {
+        return false;
+    };
+    let _ = RESTART.remove(&tid);
+    let ip = instruction_pointer(ctx);
+    // The uprobe reports the probed address, or the address after its breakpoint byte.
+    if ip == target || ip == target + 1 {
+        true
+    } else {
+        health(Health::RestartUnclaimed);
+        false
     }
 }
 
-/// Atomically adds one: an abort may be credited to another CPU's slot while that CPU counts.
+#[cfg(bpf_target_arch = "x86_64")]
 #[inline(always)]
-fn bump(map: &Array<u64>, index: u32) {
-    if let Some(p) = map.get_ptr_mut(index) {
+fn instruction_pointer(ctx: &ProbeContext) -> u64 {
+    // SAFETY: `regs` is the probe's register context, readable by kprobe-type programs.
+    unsafe { (*ctx.regs).rip }
+}
+
+#[cfg(bpf_target_arch = "aarch64")]
+#[inline(always)]
+fn instruction_pointer(ctx: &ProbeContext) -> u64 {
+    // SAFETY: as above.
+    unsafe { (*ctx.regs).pc }
+}
+
+/// `rseq_ip_fixup(regs_ip, start_ip, post_commit_offset, abort_ip)`: fires only when the kernel
+/// aborts a critical section, just before it sets the thread's IP to abort_ip.
+#[raw_tracepoint(tracepoint = "rseq_ip_fixup")]
+pub fn rseq_ip_fixup(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    let tgid = (pid_tgid >> 32) as u32;
+    if TRACED.get_ptr(&tgid).is_some() {
+        let abort_ip: u64 = ctx.arg(3);
+        let _ = RESTART.insert(&(pid_tgid as u32), &abort_ip, 0);
+    }
+    0
+}
+
+#[inline(always)]
+fn add(tgid: u32, section: u32, cpu: u32, counter: Counter) {
+    let key = CountKey {
+        tgid,
+        section,
+        cpu,
+        _pad: 0,
+    };
+    let p = match COUNTS.get_ptr_mut(&key) {
+        Some(p) => p,
+        None => {
+            // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
+            let _ = COUNTS.insert(&key, &Counters::default(), 1);
+            match COUNTS.get_ptr_mut(&key) {
+                Some(p) => p,
+                None => return health(Health::CountsFull),
+            }
+        }
+    };
+    // SAFETY: `p` points into a live map value; the index is in bounds.
+    unsafe {
+        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*p).0[counter as usize], 1)
+    };
+}
+
+#[inline(always)]
+fn health(h: Health) {
+    if let Some(p) = HEALTH.get_ptr_mut(h as u32) {
         // SAFETY: `p` points into a live map value of 8 aligned bytes.
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
     }

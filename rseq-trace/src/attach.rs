@@ -1,23 +1,26 @@
-//! Loading the eBPF program and attaching it as uprobes at a section's probe points.
+//! Loading the eBPF programs, attaching uprobes at a section's probe points, and reading the
+//! maps back.
 
-use std::{num::NonZeroU32, path::Path};
+use std::{collections::BTreeMap, path::Path};
 
 use aya::{
-    maps::Array,
+    maps::{Array, HashMap, MapData},
     programs::{
         uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeScope},
-        UProbe,
+        RawTracePoint, UProbe,
     },
     Ebpf, EbpfLoader,
 };
 use rseq_common::{
-    counters::{counter_index, map_len, COUNTS_MAP, SECTION_CAPACITY_GLOBAL},
+    counters::{CountKey, Counters, COUNTS_MAP},
     health::{Health, HEALTH_MAP},
+    state::TRACED_MAP,
     Cookie, Event,
 };
+use tracing::warn;
 
 use crate::{
-    counts::{Snapshot, Tally},
+    counts::Snapshot,
     error::AttachError,
     probe_points::{check_outside, ProbePlan},
     table::{elf::ElfImage, CriticalSection},
@@ -26,46 +29,46 @@ use crate::{
 /// The eBPF object built from `rseq-trace-ebpf` by build.rs.
 static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rseq-trace-ebpf"));
-const PROGRAM: &str = "rseq_event";
+const UPROBE_PROGRAM: &str = "rseq_event";
+const RESTART_PROGRAM: &str = "rseq_ip_fixup";
+/// Counter sets (process x section x CPU) the map can hold; allocated on demand.
+const COUNTS_CAPACITY: u32 = 1 << 18;
 
-/// The loaded eBPF program and its maps. Dropping it detaches every probe.
+/// The loaded eBPF programs and their maps. Dropping it detaches every probe.
 pub struct Tracer {
     ebpf: Ebpf,
-    cpus: u32,
-    capacity: u32,
     probes: usize,
+    /// Whether the `rseq_ip_fixup` tracepoint is attached, so kernel restarts are counted.
+    pub restarts_counted: bool,
 }
 
 impl Tracer {
-    /// Loads the program with its counter map sized for `capacity` sections on every possible CPU.
-    pub fn load(capacity: u32) -> Result<Self, AttachError> {
+    pub fn load() -> Result<Self, AttachError> {
         preflight()?;
-        let cpus =
-            aya::util::nr_cpus().map_err(|(p, e)| AttachError::Cpus(format!("{p}: {e}")))? as u32;
-        let capacity = capacity.max(1);
-        let len = map_len(cpus, capacity).ok_or(AttachError::TooManySections {
-            sections: capacity as usize,
-            cpus,
-        })?;
         let mut ebpf = EbpfLoader::new()
-            .override_global(SECTION_CAPACITY_GLOBAL, &capacity, true)
-            .map_max_entries(COUNTS_MAP, len)
+            .map_max_entries(COUNTS_MAP, COUNTS_CAPACITY)
             .load(EBPF_OBJECT)?;
-        program(&mut ebpf)?.load()?;
+        uprobe(&mut ebpf)?.load()?;
+        let restarts_counted = match attach_restart_tracepoint(&mut ebpf) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!("kernel restarts will not be counted: the rseq_ip_fixup tracepoint is unavailable ({e})");
+                false
+            }
+        };
         Ok(Tracer {
             ebpf,
-            cpus,
-            capacity,
             probes: 0,
+            restarts_counted,
         })
     }
 
-    /// Attaches the probes of section `id` in the file at `path` (as mapped by `pid`). Every
-    /// address passes the inside-a-section guard here, right before the kernel sees it.
+    /// Attaches the probes of section `id` in the file at `path`. Every address passes the
+    /// inside-a-section guard here, right before the kernel sees it.
     pub fn attach(
         &mut self,
         path: &Path,
-        pid: u32,
+        scope: UProbeScope,
         image: &ElfImage,
         id: u32,
         plan: &ProbePlan,
@@ -74,10 +77,6 @@ impl Tracer {
         let points = [(plan.entry, Event::Entry), (plan.abort, Event::Abort)]
             .into_iter()
             .chain(plan.cancels.iter().map(|a| (*a, Event::Cancel)));
-        let scope = match NonZeroU32::new(pid) {
-            Some(pid) => UProbeScope::OneProcess(pid),
-            None => UProbeScope::AllProcesses,
-        };
         for (addr, event) in points {
             check_outside(addr, all)?;
             let offset = image
@@ -90,7 +89,7 @@ impl Tracer {
                 location: UProbeAttachLocation::AbsoluteOffset(offset),
                 cookie: Some(Cookie::new(id, event).encode()),
             };
-            program(&mut self.ebpf)?.attach(point, path, scope)?;
+            uprobe(&mut self.ebpf)?.attach(point, path, scope)?;
             self.probes += 1;
         }
         Ok(())
@@ -101,42 +100,86 @@ impl Tracer {
         self.probes
     }
 
-    /// Reads every counter of the first `sections` sections.
-    pub fn snapshot(&self, sections: u32) -> Result<Snapshot, AttachError> {
-        let counts: Array<_, u64> = Array::try_from(
+    /// Marks a process as traced, so the tracepoint counts its kernel restarts from the start.
+    pub fn trace_process(&mut self, tgid: u32) -> Result<(), AttachError> {
+        let mut traced: HashMap<_, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(TRACED_MAP)
+                .ok_or(AttachError::Missing("TRACED map"))?,
+        )?;
+        traced.insert(tgid, 1, 0)?;
+        Ok(())
+    }
+
+    /// Every counter, the health counters, and the processes the probes have seen.
+    pub fn snapshot(&self) -> Result<Snapshot, AttachError> {
+        let counts: HashMap<&MapData, CountKey, Counters> = HashMap::try_from(
             self.ebpf
                 .map(COUNTS_MAP)
                 .ok_or(AttachError::Missing("COUNTS map"))?,
         )?;
-        let mut snapshot = Snapshot::new(sections.min(self.capacity) as usize, self.cpus as usize);
-        for (s, per_cpu) in snapshot.sections.iter_mut().enumerate() {
-            for (cpu, tally) in per_cpu.iter_mut().enumerate() {
-                let mut v = [0u64; Event::COUNT];
-                for e in Event::ALL {
-                    let i = counter_index(cpu as u32, s as u32, e, self.capacity)
-                        .ok_or(AttachError::Missing("counter slot"))?;
-                    v[e as usize] = counts.get(&i, 0)?;
-                }
-                *tally = Tally::from_events(v);
-            }
+        let mut map = BTreeMap::new();
+        for entry in counts.iter() {
+            let (k, v) = entry?;
+            map.insert(k, v);
         }
-        let health: Array<_, u64> = Array::try_from(
+        let health_map: Array<_, u64> = Array::try_from(
             self.ebpf
                 .map(HEALTH_MAP)
                 .ok_or(AttachError::Missing("HEALTH map"))?,
         )?;
+        let mut health = [0; Health::COUNT as usize];
         for h in Health::ALL {
-            snapshot.health[h as usize] = health.get(&(h as u32), 0)?;
+            health[h as usize] = health_map.get(&(h as u32), 0)?;
         }
-        Ok(snapshot)
+        let traced: HashMap<&MapData, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map(TRACED_MAP)
+                .ok_or(AttachError::Missing("TRACED map"))?,
+        )?;
+        let processes = traced.keys().filter_map(Result::ok).collect();
+        Ok(Snapshot {
+            counts: map,
+            health,
+            processes,
+        })
+    }
+
+    /// Drops a process that exited from the maps (its counts are kept by the caller).
+    pub fn forget_process(&mut self, tgid: u32, keys: &[CountKey]) -> Result<(), AttachError> {
+        let mut counts: HashMap<_, CountKey, Counters> = HashMap::try_from(
+            self.ebpf
+                .map_mut(COUNTS_MAP)
+                .ok_or(AttachError::Missing("COUNTS map"))?,
+        )?;
+        for k in keys.iter().filter(|k| k.tgid == tgid) {
+            let _ = counts.remove(k);
+        }
+        let mut traced: HashMap<_, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(TRACED_MAP)
+                .ok_or(AttachError::Missing("TRACED map"))?,
+        )?;
+        let _ = traced.remove(&tgid);
+        Ok(())
     }
 }
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut UProbe, AttachError> {
+fn uprobe(ebpf: &mut Ebpf) -> Result<&mut UProbe, AttachError> {
     Ok(ebpf
-        .program_mut(PROGRAM)
+        .program_mut(UPROBE_PROGRAM)
         .ok_or(AttachError::Missing("rseq_event program"))?
         .try_into()?)
+}
+
+fn attach_restart_tracepoint(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    let program: &mut RawTracePoint = ebpf
+        .program_mut(RESTART_PROGRAM)
+        .ok_or(AttachError::Missing("rseq_ip_fixup program"))?
+        .try_into()?;
+    program.load()?;
+    program.attach("rseq_ip_fixup")?;
+    Ok(())
 }
 
 /// Turns the usual causes of a load failure into a message that says what to do.

@@ -3,8 +3,9 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
+use rseq_trace::live::SortBy;
 
-/// Count rseq critical-section entries, commits, aborts and cancels of a running process.
+/// Count rseq critical-section entries, commits, aborts and cancels, per key, CPU and process.
 #[derive(Debug, Parser)]
 #[command(
     name = "rseq-trace",
@@ -18,7 +19,10 @@ pub struct Cli {
     pub command: Option<Command>,
 
     #[command(flatten)]
-    pub trace: TraceArgs,
+    pub targets: Targets,
+
+    #[command(flatten)]
+    pub output: Output,
 
     /// More log output (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
@@ -30,25 +34,56 @@ pub enum Command {
     /// List the critical sections of an ELF file or of every object a process maps, with the
     /// probe points rseq-trace would use (or why it refuses a section).
     List(ListArgs),
+    /// Run a command with every probe in place before its first instruction, then print the
+    /// summary when it exits (like `perf stat`); exits with the command's exit code.
+    Run(RunArgs),
 }
 
+/// What to trace (at least one).
 #[derive(Debug, Args)]
-pub struct TraceArgs {
-    /// Process to trace.
-    #[arg(long, required = true)]
-    pub pid: Option<u32>,
+#[group(required = true, multiple = true)]
+pub struct Targets {
+    /// A running process (repeatable): every object it maps with tables, now and later.
+    #[arg(long = "pid", value_name = "PID")]
+    pub pids: Vec<u32>,
 
-    /// Stop after this many seconds (default: when the process exits, or on Ctrl-C / SIGTERM).
+    /// An executable or library (repeatable): every process running it, including processes
+    /// started later.
+    #[arg(long = "binary", value_name = "PATH")]
+    pub binaries: Vec<PathBuf>,
+}
+
+/// How and when to report.
+#[derive(Debug, Args)]
+pub struct Output {
+    /// Stop after this many seconds (default: when the traced processes exit, or on Ctrl-C /
+    /// SIGTERM; system-wide tracing runs until stopped).
     #[arg(long, value_parser = parse_seconds)]
     pub duration: Option<Duration>,
 
-    /// Print the summary as JSON instead of a table.
+    /// Print the final summary as JSON instead of a table (no live view).
     #[arg(long)]
     pub json: bool,
 
-    /// Write the summary to this file instead of standard output.
-    #[arg(long)]
+    /// Write the final summary to this file instead of standard output.
+    #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+
+    /// Live view refresh period in seconds.
+    #[arg(long, default_value = "1", value_parser = parse_seconds)]
+    pub interval: Duration,
+
+    /// Rate window of the live view, in seconds.
+    #[arg(long, default_value = "60", value_parser = parse_seconds)]
+    pub window: Duration,
+
+    /// Sort order of the live view.
+    #[arg(long, value_enum, default_value_t)]
+    pub sort: SortBy,
+
+    /// No live view, only the final summary.
+    #[arg(long, short)]
+    pub quiet: bool,
 }
 
 #[derive(Debug, Args)]
@@ -64,6 +99,16 @@ pub struct ListArgs {
     /// JSON for scripts instead of the table.
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub output: Output,
+
+    /// The command and its arguments.
+    #[arg(required = true, last = true, value_name = "CMD")]
+    pub command: Vec<String>,
 }
 
 fn parse_seconds(s: &str) -> Result<Duration, String> {

@@ -1,32 +1,41 @@
-//! Counter values read from the eBPF maps, and the commits derived from them.
+//! Counter values read from the eBPF maps, the commits derived from them, and their sums per
+//! section, key, CPU and process.
 
-use rseq_common::{health::Health, Event};
+use std::collections::BTreeMap;
+
+use rseq_common::{
+    counters::{CountKey, Counter, Counters},
+    health::Health,
+};
 use serde::Serialize;
 
-/// One section's counts on one CPU (the CPU its attempts entered on).
+/// Counts of attempts: of one section or key, on one CPU (the CPU attempts entered on), or in
+/// total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Tally {
     pub entries: u64,
     pub commits: u64,
     pub aborts: u64,
     pub cancels: u64,
+    /// The part of `aborts` the kernel caused (preemption, migration, signal); the rest is the
+    /// section's own CPU-mismatch branch.
+    pub kernel_restarts: u64,
 }
 
 impl Tally {
     /// Every entered attempt ends in exactly one commit, abort or cancel, so commits are what is
     /// left. While the target runs this includes attempts still in flight (at most one per
     /// thread); once it has exited the figure is exact.
-    pub fn from_events(v: [u64; Event::COUNT]) -> Self {
-        let (entries, aborts, cancels) = (
-            v[Event::Entry as usize],
-            v[Event::Abort as usize],
-            v[Event::Cancel as usize],
-        );
+    pub fn from_counters(c: &Counters) -> Self {
+        let entries = c.get(Counter::Entries);
+        let aborts = c.get(Counter::Aborts);
+        let cancels = c.get(Counter::Cancels);
         Tally {
             entries,
             commits: entries.saturating_sub(aborts).saturating_sub(cancels),
             aborts,
             cancels,
+            kernel_restarts: c.get(Counter::KernelRestarts),
         }
     }
 
@@ -35,6 +44,7 @@ impl Tally {
         self.commits += o.commits;
         self.aborts += o.aborts;
         self.cancels += o.cancels;
+        self.kernel_restarts += o.kernel_restarts;
     }
 
     /// Aborts per entered attempt; 0 when nothing was entered.
@@ -45,30 +55,51 @@ impl Tally {
             self.aborts as f64 / self.entries as f64
         }
     }
+
+    /// This tally minus an earlier one of the same counters (for rates).
+    pub fn since(&self, earlier: &Tally) -> Tally {
+        Tally {
+            entries: self.entries.saturating_sub(earlier.entries),
+            commits: self.commits.saturating_sub(earlier.commits),
+            aborts: self.aborts.saturating_sub(earlier.aborts),
+            cancels: self.cancels.saturating_sub(earlier.cancels),
+            kernel_restarts: self.kernel_restarts.saturating_sub(earlier.kernel_restarts),
+        }
+    }
 }
 
-/// All counters at one moment: `sections[section][cpu]`, plus the health counters.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Every counter at one moment.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Snapshot {
-    pub sections: Vec<Vec<Tally>>,
+    pub counts: BTreeMap<CountKey, Counters>,
     pub health: [u64; Health::COUNT as usize],
+    /// Processes the probes have seen (or the agent registered).
+    pub processes: Vec<u32>,
 }
 
 impl Snapshot {
-    pub fn new(sections: usize, cpus: usize) -> Self {
-        Snapshot {
-            sections: vec![vec![Tally::default(); cpus]; sections],
-            health: [0; Health::COUNT as usize],
+    /// Sums the tallies of the counter sets `group` maps to `Some(g)`.
+    pub fn group_by<G: Ord>(
+        &self,
+        mut group: impl FnMut(&CountKey) -> Option<G>,
+    ) -> BTreeMap<G, Tally> {
+        let mut out: BTreeMap<G, Tally> = BTreeMap::new();
+        for (k, c) in &self.counts {
+            if let Some(g) = group(k) {
+                out.entry(g).or_default().add(&Tally::from_counters(c));
+            }
         }
+        out
     }
 
-    /// A section's counts summed over CPUs.
-    pub fn total(&self, section: usize) -> Tally {
-        let mut t = Tally::default();
-        for c in &self.sections[section] {
-            t.add(c);
+    /// Adds another snapshot's counts (the final counts of processes already forgotten).
+    pub fn absorb(&mut self, other: &BTreeMap<CountKey, Counters>) {
+        for (k, c) in other {
+            let mine = self.counts.entry(*k).or_default();
+            for i in 0..Counter::COUNT {
+                mine.0[i] += c.0[i];
+            }
         }
-        t
     }
 }
 
@@ -76,16 +107,45 @@ impl Snapshot {
 mod tests {
     use super::*;
 
+    fn counters(e: u64, a: u64, c: u64, k: u64) -> Counters {
+        Counters([e, a, c, k])
+    }
+
     #[test]
     fn commits_are_what_is_left() {
-        let t = Tally::from_events([10, 3, 2]);
-        assert_eq!((t.entries, t.commits, t.aborts, t.cancels), (10, 5, 3, 2));
+        let t = Tally::from_counters(&counters(10, 3, 2, 1));
+        assert_eq!(
+            (t.entries, t.commits, t.aborts, t.cancels, t.kernel_restarts),
+            (10, 5, 3, 2, 1)
+        );
         assert!((t.abort_ratio() - 0.3).abs() < 1e-12);
     }
 
     #[test]
     fn never_negative() {
-        assert_eq!(Tally::from_events([1, 3, 0]).commits, 0);
+        assert_eq!(Tally::from_counters(&counters(1, 3, 0, 0)).commits, 0);
         assert_eq!(Tally::default().abort_ratio(), 0.0);
+    }
+
+    #[test]
+    fn groups_sum_per_key() {
+        let mut s = Snapshot::default();
+        let key = |tgid, section, cpu| CountKey {
+            tgid,
+            section,
+            cpu,
+            _pad: 0,
+        };
+        s.counts.insert(key(1, 0, 0), counters(5, 1, 0, 1));
+        s.counts.insert(key(1, 0, 1), counters(3, 0, 1, 0));
+        s.counts.insert(key(2, 1, 0), counters(7, 2, 2, 1));
+        let per_cpu = s.group_by(|k| (k.section == 0).then_some(k.cpu));
+        assert_eq!(per_cpu[&0].commits, 4);
+        assert_eq!(per_cpu[&1].commits, 2);
+        let per_process = s.group_by(|k| Some(k.tgid));
+        assert_eq!(per_process[&2].entries, 7);
+        let mut later = s.clone();
+        later.absorb(&s.counts);
+        assert_eq!(later.group_by(|k| Some(k.tgid))[&1].entries, 16);
     }
 }

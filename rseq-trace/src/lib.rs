@@ -3,12 +3,14 @@
 //! the traced program.
 
 pub mod attach;
+pub mod command;
 pub mod counts;
+pub mod engine;
 pub mod error;
 pub mod listing;
+pub mod live;
 pub mod probe_points;
 pub mod report;
-pub mod session;
 pub mod symbolize;
 pub mod table;
 pub mod target;

@@ -1,15 +1,16 @@
 //! `rseq-trace list`: every critical section of a file or process, named as its author thinks of
 //! it, with the probe points rseq-trace would use or the reason it refuses the section.
 
-use std::{collections::BTreeSet, fmt::Write as _, fs, path::Path};
+use std::{fmt::Write as _, path::Path};
 
 use serde::Serialize;
 
 use crate::{
-    error::{SessionError, TableError, TargetError},
+    error::{SessionError, TableError},
     probe_points::{self, ProbePlan},
     symbolize::{self, SourceLocation, Symbolizer},
     table::{self, elf::Arch, elf::ElfImage, CriticalSection, TableWarning},
+    target,
 };
 
 #[derive(Debug, Serialize)]
@@ -78,30 +79,12 @@ pub fn list_path(path: &Path) -> Result<Vec<ObjectListing>, SessionError> {
 
 /// Lists every mapped object of `pid` that has tables: the executable and its shared libraries.
 pub fn list_pid(pid: u32) -> Result<Vec<ObjectListing>, SessionError> {
-    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|source| {
-        if source.kind() == std::io::ErrorKind::NotFound {
-            TargetError::NoSuchProcess { pid }
-        } else {
-            TargetError::Inaccessible { pid, source }
-        }
-    })?;
-    let files: BTreeSet<&str> = maps
-        .lines()
-        .filter_map(|l| {
-            let mut f = l.split_whitespace();
-            let perms = f.nth(1)?;
-            let path = f.nth(3)?;
-            (perms.contains('x') && path.starts_with('/')).then_some(path)
-        })
-        .collect();
     let mut objects = Vec::new();
-    for file in files {
-        // Through the process's root, so a containerised process's files are the ones read.
-        let via_root = format!("/proc/{pid}/root{file}");
-        match list_file(Path::new(&via_root), file) {
-            Ok(o) if !o.sections.is_empty() || !o.warnings.is_empty() => objects.push(o),
+    for o in target::mapped_objects(pid)? {
+        match list_file(&o.open_path, &o.shown) {
+            Ok(l) if !l.sections.is_empty() || !l.warnings.is_empty() => objects.push(l),
             Ok(_) => {}
-            Err(e) => tracing::debug!("{file}: {e}"),
+            Err(e) => tracing::debug!("{}: {e}", o.shown),
         }
     }
     if objects.is_empty() {

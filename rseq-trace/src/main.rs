@@ -1,11 +1,14 @@
-use std::{fs, process::ExitCode};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
-use rseq_trace::{listing, report::Report, session::Session};
-use tokio::signal::unix::{signal, SignalKind};
-use tracing::info;
+use rseq_trace::{
+    command::{spawn_gated, GatedChild},
+    engine::{Engine, TargetSpec},
+    listing,
+};
 
+mod agent;
 mod cli;
 
 #[tokio::main(flavor = "current_thread")]
@@ -28,10 +31,11 @@ async fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Some(cli::Command::List(args)) => list(args),
-        None => trace(cli.trace).await,
+        Some(cli::Command::Run(args)) => run_command(args).await,
+        None => trace(cli.targets, cli.output).await,
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("rseq-trace: {e:#}");
             ExitCode::FAILURE
@@ -39,7 +43,7 @@ async fn main() -> ExitCode {
     }
 }
 
-fn list(args: cli::ListArgs) -> anyhow::Result<()> {
+fn list(args: cli::ListArgs) -> anyhow::Result<ExitCode> {
     let objects = match (&args.file, args.pid) {
         (_, Some(pid)) => listing::list_pid(pid)?,
         (Some(file), None) => listing::list_path(file)?,
@@ -50,39 +54,45 @@ fn list(args: cli::ListArgs) -> anyhow::Result<()> {
     } else {
         print!("{}", listing::to_table(&objects));
     }
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
-async fn trace(cli: cli::TraceArgs) -> anyhow::Result<()> {
-    let pid = cli.pid.context("give --pid PID")?;
-    let session = Session::start(pid)?;
-    let exit = session.target.exit_watch()?;
-    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
-    let duration = async {
-        match cli.duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
+async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCode> {
+    let specs: Vec<TargetSpec> = targets
+        .pids
+        .iter()
+        .map(|p| TargetSpec::Pid(*p))
+        .chain(targets.binaries.iter().cloned().map(TargetSpec::Binary))
+        .collect();
+    let mut engine = Engine::start(&specs)?;
+    let report = agent::run(&mut engine, &out).await?;
+    drop(engine); // detach every probe before printing
+    agent::emit(&report, &out)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
+    let child =
+        spawn_gated(&args.command).with_context(|| format!("cannot start {}", args.command[0]))?;
+    let pid = child.pid;
+    let mut engine = match Engine::start(&[TargetSpec::Command {
+        pid,
+        exe: child.exe.clone(),
+    }]) {
+        Ok(e) => e,
+        Err(e) => {
+            // Never leave the stopped child behind.
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = GatedChild::wait(pid);
+            return Err(e.into());
         }
     };
-    tokio::select! {
-        _ = exit.exited() => info!("pid {pid} exited"),
-        _ = tokio::signal::ctrl_c() => info!("interrupted"),
-        _ = term.recv() => info!("terminated"),
-        _ = duration => {}
-    }
-    let snapshot = session.snapshot().context("reading the counters failed")?;
-    let report = Report::new(&session, &snapshot);
-    drop(session);
-    let text = if cli.json {
-        serde_json::to_string_pretty(&report)? + "\n"
-    } else {
-        report.to_table()
-    };
-    match &cli.output {
-        Some(path) => {
-            fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?
-        }
-        None => print!("{text}"),
-    }
-    Ok(())
+    child.release()?;
+    let waiter = tokio::task::spawn_blocking(move || GatedChild::wait(pid));
+    let report = agent::run(&mut engine, &args.output).await?;
+    drop(engine);
+    let status = waiter.await??;
+    agent::emit(&report, &args.output)?;
+    Ok(ExitCode::from(status.code().clamp(0, 255) as u8))
 }

@@ -1,29 +1,43 @@
-//! The end-of-session summary: one row per section, as a table for people or JSON for scripts.
+//! The summary of a tracing run: per section, per key, per CPU and per process, as a table for
+//! people or JSON for scripts.
 
-use std::{collections::BTreeMap, fmt::Write as _};
+use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use rseq_common::health::Health;
 use serde::Serialize;
 
-use crate::{
-    counts::{Snapshot, Tally},
-    probe_points::ProbePlan,
-    session::Session,
-};
+use crate::{counts::Snapshot, counts::Tally, engine::Engine, probe_points::ProbePlan};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
-    pub pid: u32,
-    pub comm: String,
-    pub exe: String,
+    /// Seconds the probes were attached.
+    pub seconds: f64,
+    /// Whether kernel restarts were counted (the rseq_ip_fixup tracepoint was available).
+    pub kernel_restarts_counted: bool,
+    pub keys: Vec<KeyReport>,
     pub sections: Vec<SectionReport>,
+    pub processes: Vec<ProcessReport>,
     /// Events the eBPF side could not attribute, by cause (all zero in a clean run).
     pub health: BTreeMap<&'static str, u64>,
+}
+
+/// A key: the group a marker table names, or a single section.
+#[derive(Debug, Serialize)]
+pub struct KeyReport {
+    pub key: String,
+    pub sections: Vec<String>,
+    #[serde(flatten)]
+    pub total: Tally,
+    pub abort_ratio: f64,
+    /// Per CPU the attempts entered on; CPUs with no entries are left out.
+    pub per_cpu: BTreeMap<u32, Tally>,
 }
 
 #[derive(Debug, Serialize)]
 pub struct SectionReport {
     pub name: String,
+    pub key: String,
+    pub object: String,
     pub start_ip: u64,
     pub post_commit_ip: u64,
     pub abort_ip: u64,
@@ -34,20 +48,55 @@ pub struct SectionReport {
     #[serde(flatten)]
     pub total: Tally,
     pub abort_ratio: f64,
-    /// Per CPU the attempts entered on; CPUs with no entries are left out.
     pub per_cpu: BTreeMap<u32, Tally>,
 }
 
+#[derive(Debug, Serialize)]
+pub struct ProcessReport {
+    pub pid: u32,
+    pub comm: String,
+    #[serde(flatten)]
+    pub total: Tally,
+    pub per_key: BTreeMap<String, Tally>,
+}
+
 impl Report {
-    pub fn new(session: &Session, snapshot: &Snapshot) -> Self {
-        let sections = session
+    pub fn new(engine: &Engine, snapshot: &Snapshot, elapsed: Duration) -> Self {
+        let key_of = |section: u32| engine.sections.get(section as usize).map(|s| s.key.clone());
+        let per_key = snapshot.group_by(|k| key_of(k.section));
+        let per_key_cpu = snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu)));
+        let per_section = snapshot.group_by(|k| Some(k.section));
+        let per_section_cpu = snapshot.group_by(|k| Some((k.section, k.cpu)));
+        let per_process = snapshot.group_by(|k| Some(k.tgid));
+        let per_process_key = snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key)));
+
+        let mut keys: BTreeMap<String, KeyReport> = BTreeMap::new();
+        for s in &engine.sections {
+            let total = per_key.get(&s.key).copied().unwrap_or_default();
+            keys.entry(s.key.clone())
+                .or_insert_with(|| KeyReport {
+                    key: s.key.clone(),
+                    sections: vec![],
+                    abort_ratio: total.abort_ratio(),
+                    total,
+                    per_cpu: per_key_cpu
+                        .iter()
+                        .filter(|((k, _), t)| *k == s.key && t.entries > 0)
+                        .map(|((_, cpu), t)| (*cpu, *t))
+                        .collect(),
+                })
+                .sections
+                .push(s.name.clone());
+        }
+        let sections = engine
             .sections
             .iter()
             .map(|s| {
-                let id = s.id as usize;
-                let total = snapshot.total(id);
+                let total = per_section.get(&s.id).copied().unwrap_or_default();
                 SectionReport {
                     name: s.name.clone(),
+                    key: s.key.clone(),
+                    object: s.object.clone(),
                     start_ip: s.cs.start_ip,
                     post_commit_ip: s.cs.post_commit_ip,
                     abort_ip: s.cs.abort_ip,
@@ -56,20 +105,37 @@ impl Report {
                     refused: s.plan.as_ref().err().cloned(),
                     abort_ratio: total.abort_ratio(),
                     total,
-                    per_cpu: snapshot.sections[id]
+                    per_cpu: per_section_cpu
                         .iter()
-                        .enumerate()
-                        .filter(|(_, t)| t.entries > 0)
-                        .map(|(cpu, t)| (cpu as u32, *t))
+                        .filter(|((id, _), t)| *id == s.id && t.entries > 0)
+                        .map(|((_, cpu), t)| (*cpu, *t))
                         .collect(),
                 }
             })
             .collect();
+        let processes = per_process
+            .iter()
+            .map(|(pid, total)| ProcessReport {
+                pid: *pid,
+                comm: engine
+                    .processes
+                    .get(pid)
+                    .cloned()
+                    .unwrap_or_else(|| "?".into()),
+                total: *total,
+                per_key: per_process_key
+                    .iter()
+                    .filter(|((p, _), _)| p == pid)
+                    .map(|((_, k), t)| (k.clone(), *t))
+                    .collect(),
+            })
+            .collect();
         Report {
-            pid: session.target.pid,
-            comm: session.target.comm.clone(),
-            exe: session.target.exe_name.clone(),
+            seconds: elapsed.as_secs_f64(),
+            kernel_restarts_counted: engine.restarts_counted(),
+            keys: keys.into_values().collect(),
             sections,
+            processes,
             health: Health::ALL
                 .iter()
                 .map(|h| (h.name(), snapshot.health[*h as usize]))
@@ -77,46 +143,71 @@ impl Report {
         }
     }
 
-    /// The human table.
+    /// The human summary: one row per key, then the processes.
     pub fn to_table(&self) -> String {
         let width = self
-            .sections
+            .keys
             .iter()
-            .map(|s| s.name.len())
+            .map(|k| k.key.len())
             .max()
             .unwrap_or(0)
-            .max("SECTION".len());
+            .max(3);
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "rseq critical sections of pid {} ({}, {})",
-            self.pid, self.comm, self.exe
+            "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
+            "KEY", "ENTRIES", "COMMITS", "ABORTS", "KERNEL", "CANCELS", "ABORT%"
         );
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>7}",
-            "SECTION", "ENTRIES", "COMMITS", "ABORTS", "CANCELS", "ABORT%"
-        );
-        for s in &self.sections {
-            if let Some(why) = &s.refused {
-                let _ = writeln!(out, "{:<width$}  not traced: {why}", s.name);
-                continue;
-            }
-            let t = &s.total;
+        for k in &self.keys {
+            let t = &k.total;
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>6.2}%",
-                s.name,
+                "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>6.2}%",
+                k.key,
                 t.entries,
                 t.commits,
                 t.aborts,
+                t.kernel_restarts,
                 t.cancels,
-                100.0 * s.abort_ratio
+                100.0 * k.abort_ratio
             );
+        }
+        for s in self.sections.iter().filter(|s| s.refused.is_some()) {
+            let _ = writeln!(
+                out,
+                "{}: not traced: {}",
+                s.name,
+                s.refused.as_deref().unwrap_or("")
+            );
+        }
+        if self.processes.len() > 1 {
+            let _ = writeln!(
+                out,
+                "\n{:>8}  {:<16}  {:>12}  {:>12}  {:>10}  {:>10}",
+                "PID", "COMM", "ENTRIES", "COMMITS", "ABORTS", "CANCELS"
+            );
+            for p in &self.processes {
+                let _ = writeln!(
+                    out,
+                    "{:>8}  {:<16}  {:>12}  {:>12}  {:>10}  {:>10}",
+                    p.pid,
+                    p.comm,
+                    p.total.entries,
+                    p.total.commits,
+                    p.total.aborts,
+                    p.total.cancels
+                );
+            }
         }
         let lost: u64 = self.health.values().sum();
         if lost > 0 {
             let _ = writeln!(out, "unattributed events: {:?}", self.health);
+        }
+        if !self.kernel_restarts_counted {
+            let _ = writeln!(
+                out,
+                "(KERNEL: not counted, the rseq_ip_fixup tracepoint is unavailable)"
+            );
         }
         out
     }

@@ -92,6 +92,87 @@ impl ExitWatch {
     }
 }
 
+/// The identity of a file, whatever path reaches it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: u64,
+    pub ino: u64,
+}
+
+impl FileId {
+    pub fn of(path: &Path) -> io::Result<Self> {
+        let m = fs::metadata(path)?;
+        Ok(FileId {
+            dev: m.dev(),
+            ino: m.ino(),
+        })
+    }
+}
+
+/// A file a process maps executable: its executable, shared libraries, the dynamic loader.
+#[derive(Clone, Debug)]
+pub struct MappedObject {
+    /// The path as the process knows it (its mount namespace).
+    pub shown: String,
+    /// A path that reaches the same file from here: through `/proc/PID/root`.
+    pub open_path: PathBuf,
+    /// The path to attach uprobes by: `shown` when it names the same file here (readable in
+    /// `bpftool link`), else `open_path`.
+    pub probe_path: PathBuf,
+    pub id: FileId,
+}
+
+/// Every file `pid` maps executable, each once.
+pub fn mapped_objects(pid: u32) -> Result<Vec<MappedObject>, TargetError> {
+    let maps =
+        fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|source| classify(pid, source))?;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut objects = Vec::new();
+    for line in maps.lines() {
+        let mut f = line.split_whitespace();
+        let (Some(perms), Some(path)) = (f.nth(1), f.nth(3)) else {
+            continue;
+        };
+        if !perms.contains('x') || !path.starts_with('/') || !seen.insert(path.to_owned()) {
+            continue;
+        }
+        let open_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
+        let Ok(id) = FileId::of(&open_path) else {
+            continue; // deleted or unreachable: nothing to read tables from
+        };
+        let probe_path = if FileId::of(Path::new(path)).ok() == Some(id) {
+            PathBuf::from(path)
+        } else {
+            open_path.clone()
+        };
+        objects.push(MappedObject {
+            shown: path.to_owned(),
+            open_path,
+            probe_path,
+            id,
+        });
+    }
+    Ok(objects)
+}
+
+/// Whether `pid` is alive (a zombie has exited: its counts are final).
+pub fn is_alive(pid: u32) -> bool {
+    match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised comm, which may itself contain ") ".
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
+        Err(_) => false,
+    }
+}
+
+/// The process's command name, if it still exists.
+pub fn comm(pid: u32) -> Option<String> {
+    fs::read_to_string(format!("/proc/{pid}/comm"))
+        .ok()
+        .map(|c| c.trim_end().to_owned())
+}
+
 fn same_file(a: &Path, b: &Path) -> bool {
     match (fs::metadata(a), fs::metadata(b)) {
         (Ok(a), Ok(b)) => a.dev() == b.dev() && a.ino() == b.ino(),

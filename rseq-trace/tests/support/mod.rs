@@ -14,6 +14,8 @@ use std::{
     time::Duration,
 };
 
+use std::collections::BTreeMap;
+
 use serde_json::Value;
 
 /// The rseq-trace binary cargo built for these tests.
@@ -130,8 +132,17 @@ pub struct Tracer {
 
 impl Tracer {
     pub fn attach(pid: u32, extra: &[&str]) -> Self {
+        Self::attach_many(&[pid], extra)
+    }
+
+    /// One rseq-trace following several processes.
+    pub fn attach_many(pids: &[u32], extra: &[&str]) -> Self {
         let mut child = Command::new(trace_bin())
-            .args(["--pid", &pid.to_string(), "--json"])
+            .args(
+                pids.iter()
+                    .flat_map(|p| ["--pid".to_owned(), p.to_string()]),
+            )
+            .arg("--json")
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -175,4 +186,103 @@ pub fn run_trace(args: &[&str]) -> (i32, String, String) {
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
+}
+
+pub fn count(v: &Value, key: &str) -> u64 {
+    v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
+}
+
+/// Compares every section's counts, in total and per CPU, and returns the totals of aborts and
+/// cancels so the caller can check that the run provoked them.
+pub fn assert_exact(truth: &Value, traced: &Value) -> (u64, u64) {
+    let traced_sections = traced["sections"].as_array().unwrap();
+    let truth_sections = truth["sections"].as_object().unwrap();
+    assert_eq!(
+        traced_sections.len(),
+        truth_sections.len(),
+        "sections: {traced}"
+    );
+    let (mut aborts, mut cancels) = (0, 0);
+    for (kind, t) in truth_sections {
+        let function = t["function"].as_str().unwrap();
+        let s = traced_sections
+            .iter()
+            .find(|s| s["name"].as_str().unwrap().split('+').next() == Some(function))
+            .unwrap_or_else(|| panic!("rseq-trace has no section in {function}: {traced}"));
+        assert!(s["refused"].is_null(), "{function} refused: {s}");
+        for key in ["entries", "commits", "aborts", "cancels"] {
+            assert_eq!(
+                count(s, key),
+                count(t, key),
+                "{kind} ({function}) {key}: traced vs ground truth"
+            );
+        }
+        let truth_cpu: BTreeMap<String, u64> = t["commits_per_cpu"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(cpu, n)| (cpu.clone(), n.as_u64().unwrap()))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        let traced_cpu: BTreeMap<String, u64> = s["per_cpu"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(cpu, c)| (cpu.clone(), count(c, "commits")))
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        assert_eq!(
+            traced_cpu, truth_cpu,
+            "{kind} commits per CPU: traced vs ground truth"
+        );
+        aborts += count(t, "aborts");
+        cancels += count(t, "cancels");
+    }
+    let health = traced["health"].as_object().unwrap();
+    assert!(
+        health.values().all(|v| v == 0),
+        "unattributed events: {health:?}"
+    );
+    (aborts, cancels)
+}
+
+/// Compares one process's per-key counts in a multi-process summary with that process's own
+/// ground truth (every workload key holds one section).
+pub fn assert_process_exact(truth: &Value, traced: &Value) {
+    let pid = truth["pid"].as_u64().unwrap();
+    let process = traced["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .unwrap_or_else(|| panic!("pid {pid} missing from {:#}", traced["processes"]));
+    for (kind, t) in truth["sections"].as_object().unwrap() {
+        let function = t["function"].as_str().unwrap();
+        let section = traced["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"].as_str().unwrap().split('+').next() == Some(function))
+            .unwrap_or_else(|| panic!("no section in {function}"));
+        let key = section["key"].as_str().unwrap();
+        let got = &process["per_key"][key];
+        for k in ["entries", "commits", "aborts", "cancels"] {
+            assert_eq!(
+                count(got, k),
+                count(t, k),
+                "pid {pid} {kind} {k}: traced vs ground truth"
+            );
+        }
+        assert!(count(got, "kernel_restarts") <= count(got, "aborts"));
+    }
+}
+
+/// Sends `signal` to `pid`.
+pub fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill with a valid signal number.
+    assert_eq!(
+        unsafe { libc::kill(pid as i32, signal) },
+        0,
+        "kill({pid}, {signal})"
+    );
 }

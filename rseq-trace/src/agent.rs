@@ -1,0 +1,87 @@
+//! The agent loop: follow the targets, read the counters on a tick, show the live view, and
+//! stop when the traced processes exit, the duration ends, or on Ctrl-C / SIGTERM.
+
+use std::{
+    fs,
+    io::{IsTerminal, Write},
+    time::{Duration, Instant},
+};
+
+use anyhow::Context as _;
+use rseq_trace::{
+    engine::Engine,
+    live::{self, Rates},
+    report::Report,
+};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::info;
+
+use crate::cli::Output;
+
+/// How often targets are checked for exits and new mappings; the live view redraws less often.
+const POLL: Duration = Duration::from_millis(50);
+
+/// Runs until a stop condition, then returns the final report. `child` is a command started by
+/// `rseq-trace run`: the loop also ends when it exits.
+pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
+    let started = Instant::now();
+    let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
+    let stdout_tty = std::io::stdout().is_terminal();
+    let live = !out.json && !out.quiet;
+    let mut rates = Rates::new(out.window);
+    let mut poll = tokio::time::interval(POLL);
+    let mut last_draw = Instant::now();
+    let deadline = out.duration.map(|d| started + d);
+    loop {
+        tokio::select! {
+            _ = poll.tick() => {}
+            _ = &mut ctrl_c => { info!("interrupted"); break; }
+            _ = term.recv() => { info!("terminated"); break; }
+        }
+        engine.refresh().context("following the targets failed")?;
+        if live && last_draw.elapsed() >= out.interval {
+            last_draw = Instant::now();
+            let snapshot = engine.snapshot()?;
+            let report = Report::new(engine, &snapshot, started.elapsed());
+            rates.push(
+                last_draw,
+                report
+                    .keys
+                    .iter()
+                    .map(|k| (k.key.clone(), k.total))
+                    .collect(),
+            );
+            let text = live::render(&report, &rates, out.sort, out.window, stdout_tty);
+            let mut stdout = std::io::stdout().lock();
+            let _ = stdout.write_all(text.as_bytes());
+            let _ = stdout.flush();
+        }
+        if engine.done() {
+            info!("the traced processes exited");
+            break;
+        }
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            break;
+        }
+    }
+    engine.refresh()?;
+    let snapshot = engine.snapshot().context("reading the counters failed")?;
+    Ok(Report::new(engine, &snapshot, started.elapsed()))
+}
+
+/// Prints or writes the final summary.
+pub fn emit(report: &Report, out: &Output) -> anyhow::Result<()> {
+    let text = if out.json {
+        serde_json::to_string_pretty(report)? + "\n"
+    } else {
+        report.to_table()
+    };
+    match &out.output {
+        Some(path) => {
+            fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))?
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}

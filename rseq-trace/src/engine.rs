@@ -1,0 +1,337 @@
+//! The tracing engine: which processes and files are traced, their critical sections, the
+//! probes attached to them, and the counts read back. It follows the targets as they change:
+//! libraries mapped later, exec, processes that exit or (system-wide) start.
+
+use std::{
+    collections::{BTreeMap, HashMap, HashSet},
+    num::NonZeroU32,
+    path::{Path, PathBuf},
+};
+
+use aya::programs::uprobe::UProbeScope;
+use rseq_common::counters::{CountKey, Counters};
+use tracing::{info, warn};
+
+use crate::{
+    attach::Tracer,
+    counts::Snapshot,
+    error::{SessionError, TableError, TargetError},
+    probe_points::{self, ProbePlan},
+    symbolize,
+    table::{self, elf::ElfImage, CriticalSection},
+    target::{self, FileId, Target},
+};
+
+/// What to trace.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TargetSpec {
+    /// One running process: every object it maps with tables, now and later.
+    Pid(u32),
+    /// Every process running this executable or library, including ones started later.
+    Binary(PathBuf),
+    /// A child stopped just before it execs `exe` (`rseq-trace run`).
+    Command { pid: u32, exe: PathBuf },
+}
+
+/// A critical section as the engine knows it.
+#[derive(Clone, Debug)]
+pub struct Section {
+    /// Index in the counter map and in the cookies of its probes.
+    pub id: u32,
+    /// The file it is in, as the traced process (or the user) names it.
+    pub object: String,
+    pub cs: CriticalSection,
+    /// `function+0xoffset` of start_ip, or the bare address without symbols.
+    pub name: String,
+    /// The marker key, or the name when no marker table names a group.
+    pub key: String,
+    /// The probes, or why the section is not traced.
+    pub plan: Result<ProbePlan, String>,
+}
+
+/// One ELF file whose tables were read.
+struct LoadedObject {
+    image: ElfImage,
+    found: Vec<CriticalSection>,
+    /// Global ids of its sections, in `found` order.
+    ids: Vec<u32>,
+}
+
+pub struct Engine {
+    tracer: Tracer,
+    pub sections: Vec<Section>,
+    objects: HashMap<FileId, LoadedObject>,
+    /// (file, pid) pairs with probes; pid `None` means all processes.
+    attached: HashSet<(FileId, Option<u32>)>,
+    /// Files traced in every process (`--binary`).
+    everywhere: HashSet<FileId>,
+    /// Files read once and found to have no tables (or unreadable ones).
+    no_tables: HashSet<FileId>,
+    /// Processes followed by pid, still alive.
+    followed: Vec<u32>,
+    /// Whether the engine runs until stopped (system-wide targets) or until its processes exit.
+    open_ended: bool,
+    /// Name of every process seen, kept after it exits.
+    pub processes: BTreeMap<u32, String>,
+    /// Final counts of processes that exited and were removed from the maps.
+    finished: BTreeMap<CountKey, Counters>,
+    exited: HashSet<u32>,
+}
+
+impl Engine {
+    pub fn start(specs: &[TargetSpec]) -> Result<Self, SessionError> {
+        // Check the targets before loading anything, so a typo gets its own message.
+        for spec in specs {
+            if let TargetSpec::Pid(pid) = spec {
+                Target::from_pid(*pid)?;
+            }
+        }
+        let mut engine = Engine {
+            tracer: Tracer::load()?,
+            sections: Vec::new(),
+            objects: HashMap::new(),
+            attached: HashSet::new(),
+            everywhere: HashSet::new(),
+            no_tables: HashSet::new(),
+            followed: Vec::new(),
+            open_ended: false,
+            processes: BTreeMap::new(),
+            finished: BTreeMap::new(),
+            exited: HashSet::new(),
+        };
+        // System-wide files first, so a process also named by pid is not probed twice.
+        for spec in specs {
+            if let TargetSpec::Binary(path) = spec {
+                engine.open_ended = true;
+                let shown = path.display().to_string();
+                let id = FileId::of(path).map_err(|source| TableError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                if !engine.load(id, path, &shown)? {
+                    return Err(SessionError::NoTables { path: shown });
+                }
+                engine.everywhere.insert(id);
+                engine.attach(id, path, None)?;
+            }
+        }
+        for spec in specs {
+            match spec {
+                TargetSpec::Pid(pid) => {
+                    engine.follow(*pid)?;
+                    let has_tables = engine
+                        .attached
+                        .iter()
+                        .any(|(f, p)| *p == Some(*pid) || engine.everywhere.contains(f));
+                    if !has_tables {
+                        let exe = Target::from_pid(*pid)?.exe_name;
+                        return Err(SessionError::NoSections { exe, pid: *pid });
+                    }
+                }
+                TargetSpec::Command { pid, exe } => {
+                    let id = FileId::of(exe).map_err(|source| TableError::Io {
+                        path: exe.clone(),
+                        source,
+                    })?;
+                    engine.load(id, exe, &exe.display().to_string())?;
+                    if !engine.everywhere.contains(&id) {
+                        engine.attach(id, exe, Some(*pid))?;
+                    }
+                    engine.tracer.trace_process(*pid)?;
+                    engine.followed.push(*pid);
+                }
+                TargetSpec::Binary(_) => {}
+            }
+        }
+        if !engine.sections.is_empty() && engine.sections.iter().all(|s| s.plan.is_err()) {
+            let reason = engine
+                .sections
+                .first()
+                .and_then(|s| s.plan.clone().err())
+                .unwrap_or_default();
+            return Err(SessionError::NothingSafe {
+                exe: engine
+                    .sections
+                    .first()
+                    .map(|s| s.object.clone())
+                    .unwrap_or_default(),
+                count: engine.sections.len(),
+                reason,
+            });
+        }
+        info!(
+            "attached {} probes to {} sections{}",
+            engine.tracer.probes(),
+            engine.sections.iter().filter(|s| s.plan.is_ok()).count(),
+            if engine.tracer.restarts_counted {
+                ", counting kernel restarts"
+            } else {
+                ""
+            }
+        );
+        Ok(engine)
+    }
+
+    /// Attaches to every object `pid` maps that has tables, and keeps following it.
+    fn follow(&mut self, pid: u32) -> Result<(), SessionError> {
+        self.tracer.trace_process(pid)?;
+        if let Some(comm) = target::comm(pid) {
+            self.processes.insert(pid, comm);
+        }
+        if !self.followed.contains(&pid) {
+            self.followed.push(pid);
+        }
+        self.rescan(pid)
+    }
+
+    /// Loads and attaches the objects `pid` maps that are new since the last look: libraries
+    /// loaded with dlopen, or a new executable after exec.
+    fn rescan(&mut self, pid: u32) -> Result<(), SessionError> {
+        let objects = match target::mapped_objects(pid) {
+            Ok(o) => o,
+            Err(TargetError::NoSuchProcess { .. }) => return Ok(()),
+            Err(e) => return Err(e.into()),
+        };
+        for o in objects {
+            if self.attached.contains(&(o.id, Some(pid)))
+                || self.everywhere.contains(&o.id)
+                || self.no_tables.contains(&o.id)
+            {
+                continue;
+            }
+            match self.load(o.id, &o.open_path, &o.shown) {
+                Ok(true) => self.attach(o.id, &o.probe_path, Some(pid))?,
+                Ok(false) => {
+                    self.no_tables.insert(o.id);
+                }
+                Err(e) => {
+                    warn!("{}: {e}", o.shown);
+                    self.no_tables.insert(o.id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads a file's tables once; `Ok(false)` when it has no critical sections.
+    fn load(&mut self, id: FileId, open_path: &Path, shown: &str) -> Result<bool, SessionError> {
+        if let Some(o) = self.objects.get(&id) {
+            return Ok(!o.found.is_empty());
+        }
+        let image = ElfImage::open(open_path)?;
+        let table::Discovery {
+            sections: found,
+            warnings,
+        } = table::discover(&image);
+        for w in &warnings {
+            warn!("{shown}: {} (at {:#x})", w.message, w.at);
+        }
+        let mut ids = Vec::new();
+        for cs in &found {
+            let id = self.sections.len() as u32;
+            let name = symbolize::function_offset(&image, cs.start_ip);
+            let plan = probe_points::plan(&image, cs, &found);
+            match &plan {
+                Err(reason) => warn!("{shown}: section {name} not traced: {reason}"),
+                Ok(_) if !cs.exits_known => warn!(
+                    "{shown}: section {name}: its table lists no exit points, so early exits are not seen and count as commits"
+                ),
+                Ok(_) => {}
+            }
+            self.sections.push(Section {
+                id,
+                object: shown.to_owned(),
+                key: cs.key.clone().unwrap_or_else(|| name.clone()),
+                name,
+                cs: cs.clone(),
+                plan,
+            });
+            ids.push(id);
+        }
+        let has = !found.is_empty();
+        self.objects.insert(id, LoadedObject { image, found, ids });
+        Ok(has)
+    }
+
+    /// Attaches the probes of every safe section of a loaded file, for one process or all.
+    fn attach(
+        &mut self,
+        id: FileId,
+        probe_path: &Path,
+        pid: Option<u32>,
+    ) -> Result<(), SessionError> {
+        if !self.attached.insert((id, pid)) {
+            return Ok(());
+        }
+        let scope = match pid.and_then(NonZeroU32::new) {
+            Some(pid) => UProbeScope::OneProcess(pid),
+            None => UProbeScope::AllProcesses,
+        };
+        let object = &self.objects[&id];
+        for section_id in &object.ids {
+            if let Ok(plan) = &self.sections[*section_id as usize].plan {
+                self.tracer.attach(
+                    probe_path,
+                    scope,
+                    &object.image,
+                    *section_id,
+                    plan,
+                    &object.found,
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows changes of the targets: new mappings of followed processes, processes that
+    /// exited (their counts are kept, their map entries dropped), and new processes seen by
+    /// system-wide probes.
+    pub fn refresh(&mut self) -> Result<(), SessionError> {
+        for pid in self.followed.clone() {
+            if target::is_alive(pid) {
+                self.rescan(pid)?;
+            }
+        }
+        let snapshot = self.tracer.snapshot()?;
+        for pid in &snapshot.processes {
+            if !self.processes.contains_key(pid) {
+                let comm = target::comm(*pid).unwrap_or_else(|| "?".to_owned());
+                info!("tracing pid {pid} ({comm})");
+                self.processes.insert(*pid, comm);
+            }
+        }
+        for pid in snapshot.processes.iter().chain(&self.followed.clone()) {
+            if !self.exited.contains(pid) && !target::is_alive(*pid) {
+                self.exited.insert(*pid);
+                let keys: Vec<CountKey> = snapshot
+                    .counts
+                    .keys()
+                    .filter(|k| k.tgid == *pid)
+                    .copied()
+                    .collect();
+                for k in &keys {
+                    self.finished.insert(*k, snapshot.counts[k]);
+                }
+                self.tracer.forget_process(*pid, &keys)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// All counts so far, including those of processes that exited.
+    pub fn snapshot(&self) -> Result<Snapshot, SessionError> {
+        let mut s = self.tracer.snapshot()?;
+        s.absorb(&self.finished);
+        Ok(s)
+    }
+
+    /// Whether every process the engine follows has exited and nothing system-wide is traced:
+    /// then the counts are final.
+    pub fn done(&self) -> bool {
+        !self.open_ended && self.followed.iter().all(|p| !target::is_alive(*p))
+    }
+
+    pub fn restarts_counted(&self) -> bool {
+        self.tracer.restarts_counted
+    }
+}

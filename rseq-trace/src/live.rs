@@ -1,0 +1,160 @@
+//! The live view: per-key rates over the last tick and over a longer window, redrawn every
+//! tick on a terminal, printed as plain text otherwise.
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use crate::{counts::Tally, report::Report};
+
+/// What the live table is sorted by.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SortBy {
+    /// Aborts per second, highest first.
+    #[default]
+    Aborts,
+    /// Entries per second, highest first.
+    Entries,
+    /// Abort ratio, highest first.
+    Ratio,
+    /// Key name.
+    Key,
+}
+
+/// Per-key totals over time, to compute rates.
+pub struct Rates {
+    history: VecDeque<(Instant, BTreeMap<String, Tally>)>,
+    window: Duration,
+}
+
+/// Events per second of one key.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Rate {
+    pub entries: f64,
+    pub commits: f64,
+    pub aborts: f64,
+    pub cancels: f64,
+}
+
+impl Rates {
+    pub fn new(window: Duration) -> Self {
+        Rates {
+            history: VecDeque::new(),
+            window,
+        }
+    }
+
+    pub fn push(&mut self, at: Instant, per_key: BTreeMap<String, Tally>) {
+        self.history.push_back((at, per_key));
+        while self
+            .history
+            .front()
+            .is_some_and(|(t, _)| at.duration_since(*t) > self.window)
+            && self.history.len() > 2
+        {
+            self.history.pop_front();
+        }
+    }
+
+    /// Rate over the last tick.
+    pub fn last(&self, key: &str) -> Rate {
+        let n = self.history.len();
+        if n < 2 {
+            return Rate::default();
+        }
+        rate(&self.history[n - 2], &self.history[n - 1], key)
+    }
+
+    /// Rate over the whole window.
+    pub fn windowed(&self, key: &str) -> Rate {
+        match (self.history.front(), self.history.back()) {
+            (Some(a), Some(b)) if self.history.len() >= 2 => rate(a, b, key),
+            _ => Rate::default(),
+        }
+    }
+}
+
+fn rate(
+    (t0, a): &(Instant, BTreeMap<String, Tally>),
+    (t1, b): &(Instant, BTreeMap<String, Tally>),
+    key: &str,
+) -> Rate {
+    let secs = t1.duration_since(*t0).as_secs_f64();
+    if secs <= 0.0 {
+        return Rate::default();
+    }
+    let zero = Tally::default();
+    let d = b
+        .get(key)
+        .unwrap_or(&zero)
+        .since(a.get(key).unwrap_or(&zero));
+    Rate {
+        entries: d.entries as f64 / secs,
+        commits: d.commits as f64 / secs,
+        aborts: d.aborts as f64 / secs,
+        cancels: d.cancels as f64 / secs,
+    }
+}
+
+/// The live table. `ansi` adds the clear-screen prefix used on a terminal.
+pub fn render(
+    report: &Report,
+    rates: &Rates,
+    sort: SortBy,
+    window: Duration,
+    ansi: bool,
+) -> String {
+    let mut rows: Vec<_> = report
+        .keys
+        .iter()
+        .map(|k| (k, rates.last(&k.key), rates.windowed(&k.key)))
+        .collect();
+    match sort {
+        SortBy::Aborts => rows.sort_by(|a, b| b.1.aborts.total_cmp(&a.1.aborts)),
+        SortBy::Entries => rows.sort_by(|a, b| b.1.entries.total_cmp(&a.1.entries)),
+        SortBy::Ratio => rows.sort_by(|a, b| b.0.abort_ratio.total_cmp(&a.0.abort_ratio)),
+        SortBy::Key => rows.sort_by(|a, b| a.0.key.cmp(&b.0.key)),
+    }
+    let width = rows.iter().map(|r| r.0.key.len()).max().unwrap_or(3).max(3);
+    let mut out = String::new();
+    if ansi {
+        out.push_str("\x1b[H\x1b[2J");
+    }
+    let _ = writeln!(
+        out,
+        "rseq-trace  {:.0}s  {} keys  {} processes  sorted by {:?}  (rates: last tick / last {}s)",
+        report.seconds,
+        report.keys.len(),
+        report.processes.len(),
+        sort,
+        window.as_secs()
+    );
+    let _ = writeln!(
+        out,
+        "{:<width$}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>7}  ABORTS BY CPU",
+        "KEY", "ENTRY/s", "COMMIT/s", "ABORT/s", "ABORT/s*", "CANCEL/s", "ABORT%"
+    );
+    for (k, last, win) in rows {
+        let by_cpu: Vec<String> = k
+            .per_cpu
+            .iter()
+            .filter(|(_, t)| t.aborts > 0)
+            .map(|(cpu, t)| format!("{cpu}:{}", t.aborts))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<width$}  {:>10.0}  {:>10.0}  {:>9.1}  {:>9.1}  {:>9.1}  {:>6.2}%  {}",
+            k.key,
+            last.entries,
+            last.commits,
+            last.aborts,
+            win.aborts,
+            last.cancels,
+            100.0 * k.abort_ratio,
+            by_cpu.join(" ")
+        );
+    }
+    out
+}

@@ -1,0 +1,165 @@
+//! The tracing engine against real processes: many threads, several processes, system-wide
+//! `--binary` tracing of processes started later, `run -- CMD`, and no probe left behind however
+//! rseq-trace ends.
+
+mod support;
+
+use std::{
+    fs,
+    process::{Command, Stdio},
+    thread,
+    time::Duration,
+};
+
+use serde_json::Value;
+use support::{
+    assert_exact, assert_process_exact, count, kernel_links, kill, trace_bin, workload_bin, Lines,
+    Tracer, Workload,
+};
+
+const PROVOKE: [&str; 6] = [
+    "--delay",
+    "300",
+    "--yield-every",
+    "16",
+    "--signal-every",
+    "64",
+];
+
+fn args<'a>(threads: &'a str, iterations: &'a str) -> Vec<&'a str> {
+    let mut a = vec!["--threads", threads, "--iterations", iterations];
+    a.extend_from_slice(&PROVOKE);
+    a
+}
+
+fn probes_on_workload() -> usize {
+    let exe = fs::canonicalize(workload_bin()).unwrap();
+    kernel_links::uprobes()
+        .into_iter()
+        .filter(|u| u.file == exe.to_str().unwrap())
+        .count()
+}
+
+#[test]
+fn eight_threads_on_two_cpus_with_yields_and_signals() {
+    let workload = Workload::start(&args("8", "3000"), &[]);
+    let tracer = Tracer::attach(workload.pid, &[]);
+    workload.release();
+    let truth = workload.finish();
+    let traced = tracer.finish();
+    let (aborts, cancels) = assert_exact(&truth, &traced);
+    assert!(aborts > 0 && cancels > 0);
+    // The kernel's share of the aborts is counted by the tracepoint, never more than all aborts.
+    assert_eq!(traced["kernel_restarts_counted"], true);
+    let restarts: u64 = traced["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| count(s, "kernel_restarts"))
+        .sum();
+    assert!(
+        restarts > 0 && restarts <= aborts,
+        "kernel restarts {restarts}, aborts {aborts}"
+    );
+}
+
+#[test]
+fn several_pids_at_once_counted_per_process() {
+    let a = Workload::start(&args("2", "3000"), &[]);
+    let b = Workload::start(&args("3", "2000"), &[]);
+    let tracer = Tracer::attach_many(&[a.pid, b.pid], &[]);
+    a.release();
+    b.release();
+    let (ta, tb) = (a.finish(), b.finish());
+    let traced = tracer.finish();
+    assert_process_exact(&ta, &traced);
+    assert_process_exact(&tb, &traced);
+}
+
+#[test]
+fn binary_mode_counts_processes_started_after_it() {
+    let exe = workload_bin();
+    let mut trace = Command::new(trace_bin())
+        .args(["--binary", exe.to_str().unwrap(), "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = Lines::new(trace.stderr.take().unwrap());
+    log.wait_for("attached");
+    let a = Workload::start(&args("2", "3000"), &[]);
+    let b = Workload::start(&args("2", "2000"), &[]);
+    a.release();
+    b.release();
+    let (ta, tb) = (a.finish(), b.finish());
+    kill(trace.id(), libc::SIGTERM);
+    let out = trace.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:#?}", log.rest());
+    let traced: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_process_exact(&ta, &traced);
+    assert_process_exact(&tb, &traced);
+    assert_eq!(
+        probes_on_workload(),
+        0,
+        "probes left after rseq-trace ended"
+    );
+}
+
+#[test]
+fn run_starts_the_command_traced_and_passes_its_exit_code_on() {
+    let summary = std::env::temp_dir().join(format!("rseq-trace-run-{}.json", std::process::id()));
+    let out = Command::new(trace_bin())
+        .args(["run", "--json", "--output", summary.to_str().unwrap(), "--"])
+        .arg(workload_bin())
+        .args(args("2", "3000"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    fs::remove_file(&summary).unwrap();
+    assert_exact(&truth, &traced);
+
+    let status = Command::new(trace_bin())
+        .args(["run", "--quiet", "--", "sh", "-c", "exit 7"])
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(7));
+}
+
+#[test]
+fn no_probe_left_and_target_unharmed_however_rseq_trace_ends() {
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGKILL] {
+        let workload = Workload::start(
+            &["--threads", "2", "--duration", "2", "--delay", "100"],
+            &[],
+        );
+        let tracer = Tracer::attach(workload.pid, &["--quiet"]);
+        workload.release();
+        thread::sleep(Duration::from_millis(300));
+        assert!(probes_on_workload() > 0);
+        kill(tracer.child.id(), signal);
+        let mut child = tracer.child;
+        let status = child.wait().unwrap();
+        if signal != libc::SIGKILL {
+            assert!(
+                status.success(),
+                "rseq-trace after signal {signal}: {status}"
+            );
+        }
+        // The kernel drops the links with rseq-trace's file descriptors, even after SIGKILL.
+        for _ in 0..100 {
+            if probes_on_workload() == 0 {
+                break;
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(probes_on_workload(), 0, "probes left after signal {signal}");
+        let truth = workload.finish(); // exits 0 with its invariant intact
+        assert_eq!(truth["invariant_ok"], true);
+    }
+}
