@@ -25,3 +25,9 @@ pub const RESTART_MAP_CAPACITY: u32 = 1 << 14;
 /// learns of processes started after it.
 pub const TRACED_MAP: &str = "TRACED";
 pub const TRACED_MAP_CAPACITY: u32 = 1 << 14;
+
+/// Name of the map of processes stopped at a library-list change: tgid -> 1. The uprobe on the
+/// dynamic loader's `_dl_debug_state` sets it and stops the process (SIGSTOP) before any code
+/// of a newly mapped library runs; the agent attaches to the new objects, clears it and sends
+/// SIGCONT. That is what makes counts exact for libraries loaded with dlopen.
+pub const DL_PENDING_MAP: &str = "DL_PENDING";

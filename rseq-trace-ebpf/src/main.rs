@@ -5,6 +5,8 @@
 //!   it counts per (process, section, CPU the attempt entered on).
 //! - `rseq_ip_fixup`, a raw tracepoint on the kernel's rseq abort fixup: it marks the thread so
 //!   that the abort probe that runs next counts the abort as a kernel restart too.
+//! - `rseq_dl_change`, a uprobe on the dynamic loader's `_dl_debug_state`: it holds a traced
+//!   process while the agent attaches to libraries it just mapped.
 #![no_std]
 #![no_main]
 // The BPF target has atomic add but no compare-and-swap, so `AtomicU64::fetch_add` is not
@@ -17,7 +19,9 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    helpers::{bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_smp_processor_id},
+    helpers::{
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_send_signal,
+    },
     macros::{map, raw_tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap},
     programs::{ProbeContext, RawTracePointContext},
@@ -49,6 +53,25 @@ static RESTART: LruHashMap<u32, u64> = LruHashMap::with_max_entries(RESTART_MAP_
 /// Traced processes: tgid -> 1.
 #[map]
 static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY, 0);
+
+/// Processes stopped at a library-list change, waiting for the agent: tgid -> 1.
+#[map]
+static DL_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY, 0);
+
+const SIGSTOP: u32 = 19;
+
+/// On the dynamic loader's `_dl_debug_state`, called after it changed the list of loaded
+/// objects and before any code of a new one runs: stop the process until the agent has
+/// attached to the new objects.
+#[uprobe]
+pub fn rseq_dl_change(_ctx: ProbeContext) -> u32 {
+    let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
+    if TRACED.get_ptr(&tgid).is_some() && DL_PENDING.insert(&tgid, &1, 0).is_ok() {
+        // SAFETY: the helper signals the current process.
+        unsafe { bpf_send_signal(SIGSTOP) };
+    }
+    0
+}
 
 #[uprobe]
 pub fn rseq_event(ctx: ProbeContext) -> u32 {

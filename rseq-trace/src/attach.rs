@@ -14,7 +14,7 @@ use aya::{
 use rseq_common::{
     counters::{CountKey, Counters, COUNTS_MAP},
     health::{Health, HEALTH_MAP},
-    state::TRACED_MAP,
+    state::{DL_PENDING_MAP, TRACED_MAP},
     Cookie, Event,
 };
 use tracing::warn;
@@ -31,6 +31,9 @@ static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rseq-trace-ebpf"));
 const UPROBE_PROGRAM: &str = "rseq_event";
 const RESTART_PROGRAM: &str = "rseq_ip_fixup";
+const DL_PROGRAM: &str = "rseq_dl_change";
+/// The dynamic loader's hook for debuggers, called whenever its list of objects changes.
+const DL_HOOK: &str = "_dl_debug_state";
 /// Counter sets (process x section x CPU) the map can hold; allocated on demand.
 const COUNTS_CAPACITY: u32 = 1 << 18;
 
@@ -49,6 +52,7 @@ impl Tracer {
             .map_max_entries(COUNTS_MAP, COUNTS_CAPACITY)
             .load(EBPF_OBJECT)?;
         uprobe(&mut ebpf)?.load()?;
+        dl_program(&mut ebpf)?.load()?;
         let restarts_counted = match attach_restart_tracepoint(&mut ebpf) {
             Ok(()) => true,
             Err(e) => {
@@ -93,6 +97,30 @@ impl Tracer {
             self.probes += 1;
         }
         Ok(())
+    }
+
+    /// Stops `pid` at every change of its loaded objects until [`Tracer::take_dl_pending`]
+    /// reports it, so libraries it loads later are probed before they run. `loader` is the
+    /// dynamic loader (ld.so) as mapped or named by the process.
+    pub fn attach_dl_hook(&mut self, loader: &Path, pid: u32) -> Result<(), AttachError> {
+        let pid = std::num::NonZeroU32::new(pid).ok_or(AttachError::Missing("pid"))?;
+        dl_program(&mut self.ebpf)?.attach(DL_HOOK, loader, UProbeScope::OneProcess(pid))?;
+        Ok(())
+    }
+
+    /// Processes stopped by the library hook since the last call; they are cleared from the map
+    /// (the caller continues them).
+    pub fn take_dl_pending(&mut self) -> Result<Vec<u32>, AttachError> {
+        let mut pending: HashMap<_, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map_mut(DL_PENDING_MAP)
+                .ok_or(AttachError::Missing("DL_PENDING map"))?,
+        )?;
+        let pids: Vec<u32> = pending.keys().filter_map(Result::ok).collect();
+        for p in &pids {
+            let _ = pending.remove(p);
+        }
+        Ok(pids)
     }
 
     /// Number of probes attached so far.
@@ -169,6 +197,13 @@ fn uprobe(ebpf: &mut Ebpf) -> Result<&mut UProbe, AttachError> {
     Ok(ebpf
         .program_mut(UPROBE_PROGRAM)
         .ok_or(AttachError::Missing("rseq_event program"))?
+        .try_into()?)
+}
+
+fn dl_program(ebpf: &mut Ebpf) -> Result<&mut UProbe, AttachError> {
+    Ok(ebpf
+        .program_mut(DL_PROGRAM)
+        .ok_or(AttachError::Missing("rseq_dl_change program"))?
         .try_into()?)
 }
 

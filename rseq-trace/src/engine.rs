@@ -67,6 +67,8 @@ pub struct Engine {
     everywhere: HashSet<FileId>,
     /// Files read once and found to have no tables (or unreadable ones).
     no_tables: HashSet<FileId>,
+    /// Processes whose dynamic loader is hooked.
+    hooked: HashSet<u32>,
     /// Processes followed by pid, still alive.
     followed: Vec<u32>,
     /// Whether the engine runs until stopped (system-wide targets) or until its processes exit.
@@ -93,6 +95,7 @@ impl Engine {
             attached: HashSet::new(),
             everywhere: HashSet::new(),
             no_tables: HashSet::new(),
+            hooked: HashSet::new(),
             followed: Vec::new(),
             open_ended: false,
             processes: BTreeMap::new(),
@@ -133,12 +136,21 @@ impl Engine {
                         path: exe.clone(),
                         source,
                     })?;
-                    engine.load(id, exe, &exe.display().to_string())?;
-                    if !engine.everywhere.contains(&id) {
-                        engine.attach(id, exe, Some(*pid))?;
-                    }
                     engine.tracer.trace_process(*pid)?;
                     engine.followed.push(*pid);
+                    match engine.load(id, exe, &exe.display().to_string()) {
+                        Ok(true) if !engine.everywhere.contains(&id) => {
+                            engine.attach(id, exe, Some(*pid))?
+                        }
+                        Ok(_) => {}
+                        // A script: its interpreter is found once it runs.
+                        Err(e) => warn!("{e}"),
+                    }
+                    // Its libraries are mapped after exec: hold it at each loader change.
+                    let loader = engine.objects.get(&id).and_then(|o| o.image.interpreter());
+                    if let Some(loader) = loader {
+                        engine.hook_loader(Path::new(&loader), *pid);
+                    }
                 }
                 TargetSpec::Binary(_) => {}
             }
@@ -184,6 +196,33 @@ impl Engine {
         self.rescan(pid)
     }
 
+    /// Holds `pid` at every change of its loaded objects (dlopen) until they are attached.
+    fn hook_loader(&mut self, loader: &Path, pid: u32) {
+        if !self.hooked.insert(pid) {
+            return;
+        }
+        match self.tracer.attach_dl_hook(loader, pid) {
+            Ok(()) => {}
+            // A static executable has no loader and loads nothing later.
+            Err(e) => warn!(
+                "libraries pid {pid} loads later may miss their first events: cannot hook {}: {e}",
+                loader.display()
+            ),
+        }
+    }
+
+    /// Attaches to what the processes stopped at a loader change mapped, then continues them.
+    fn release_dl_pending(&mut self) -> Result<(), SessionError> {
+        for pid in self.tracer.take_dl_pending()? {
+            tracing::debug!("pid {pid} changed its loaded objects: rescanning before it goes on");
+            let result = self.rescan(pid);
+            // SAFETY: continuing a process this engine stopped.
+            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            result?;
+        }
+        Ok(())
+    }
+
     /// Loads and attaches the objects `pid` maps that are new since the last look: libraries
     /// loaded with dlopen, or a new executable after exec.
     fn rescan(&mut self, pid: u32) -> Result<(), SessionError> {
@@ -192,6 +231,12 @@ impl Engine {
             Err(TargetError::NoSuchProcess { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
         };
+        if !self.hooked.contains(&pid) {
+            if let Some(loader) = objects.iter().find(|o| is_loader(&o.shown)) {
+                let path = loader.probe_path.clone();
+                self.hook_loader(&path, pid);
+            }
+        }
         for o in objects {
             if self.attached.contains(&(o.id, Some(pid)))
                 || self.everywhere.contains(&o.id)
@@ -287,6 +332,7 @@ impl Engine {
     /// exited (their counts are kept, their map entries dropped), and new processes seen by
     /// system-wide probes.
     pub fn refresh(&mut self) -> Result<(), SessionError> {
+        self.release_dl_pending()?;
         for pid in self.followed.clone() {
             if target::is_alive(pid) {
                 self.rescan(pid)?;
@@ -334,4 +380,22 @@ impl Engine {
     pub fn restarts_counted(&self) -> bool {
         self.tracer.restarts_counted
     }
+}
+
+impl Drop for Engine {
+    /// Never leave a process stopped at a loader change behind.
+    fn drop(&mut self) {
+        if let Ok(pids) = self.tracer.take_dl_pending() {
+            for pid in pids {
+                // SAFETY: continuing a process this engine stopped.
+                unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            }
+        }
+    }
+}
+
+/// Whether a mapped file is the dynamic loader (ld-linux-*.so.*, ld-*.so).
+fn is_loader(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.starts_with("ld-") && name.contains(".so")
 }

@@ -155,6 +155,13 @@ impl ElfImage {
             .get(usize::try_from(off).ok()?..usize::try_from(off.checked_add(size)?).ok()?)
     }
 
+    /// The program interpreter (`PT_INTERP`, e.g. ld-linux), from the `.interp` section.
+    pub fn interpreter(&self) -> Option<String> {
+        let data = self.section_data(".interp")?;
+        let end = data.iter().position(|b| *b == 0).unwrap_or(data.len());
+        std::str::from_utf8(&data[..end]).ok().map(str::to_owned)
+    }
+
     /// The name of the symbol defined exactly at `addr`, if any.
     pub fn symbol_at(&self, addr: u64) -> Option<&str> {
         self.names.get(&addr).map(String::as_str)
