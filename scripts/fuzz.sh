@@ -10,6 +10,8 @@ export PATH=/opt/rseq-trace-tools/bin:$PATH
 export RUSTC_BOOTSTRAP=1 AYA_BUILD_SKIP=1
 corpus=fuzz/corpus/table_parser
 mkdir -p "$corpus"
+# Inputs that once crashed the parser stay in the corpus, so they are re-run every time.
+cp fuzz/regressions/* "$corpus/" 2>/dev/null || true
 for seed in target/tmp/rseq-fixtures/*; do
     case "$seed" in *.stamp) continue ;; esac
     [ -f "$seed" ] && cp "$seed" "$corpus/seed-$(basename "$seed")"

@@ -77,7 +77,7 @@ const MAX_INSN: u64 = 15;
 /// function's start when a symbol gives it (instruction boundaries are then certain), otherwise
 /// by trying each length that could end there.
 fn x86_64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
-    if let Some((fstart, _)) = image.function_at(start_ip - 1) {
+    if let Some((fstart, _)) = start_ip.checked_sub(1).and_then(|ip| image.function_at(ip)) {
         if let Some(bytes) = image.bytes(fstart, (start_ip - fstart) as usize) {
             let mut decoder = Decoder::with_ip(64, bytes, fstart, DecoderOptions::NONE);
             let mut last = None;

@@ -172,7 +172,7 @@ impl ElfImage {
         self.segments
             .iter()
             .find(|(a, size, _, _)| vaddr >= *a && vaddr - a < *size)
-            .map(|(a, _, off, _)| vaddr - a + off)
+            .and_then(|(a, _, off, _)| (vaddr - a).checked_add(*off))
     }
 
     /// Whether `vaddr` lies in an executable segment.
@@ -187,7 +187,10 @@ impl ElfImage {
         let off = usize::try_from(self.file_offset(vaddr)?).ok()?;
         let end = off.checked_add(len)?;
         // The whole range must be in the same segment's file-backed part.
-        if self.file_offset(vaddr + len as u64 - 1)? as usize != end - 1 {
+        if len == 0 {
+            return Some(&[]);
+        }
+        if self.file_offset(vaddr.checked_add(len as u64 - 1)?)? as usize != end - 1 {
             return None;
         }
         self.data.get(off..end)
@@ -214,6 +217,7 @@ impl ElfImage {
     pub fn function_at(&self, vaddr: u64) -> Option<(u64, &str)> {
         let i = self.functions.partition_point(|f| f.0 <= vaddr);
         let (start, size, name) = self.functions.get(i.checked_sub(1)?)?;
-        (*size == 0 || vaddr < start + size).then_some((*start, name.as_str()))
+        let inside = *size == 0 || start.checked_add(*size).is_none_or(|end| vaddr < end);
+        inside.then_some((*start, name.as_str()))
     }
 }

@@ -45,7 +45,7 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
     let exit_table = image.section("__rseq_exit_point_array");
     if let Some((addr, size)) = exit_table {
         for at in (addr..addr.saturating_add(size - size % EXIT_POINT_SIZE)).step_by(16) {
-            match (image.read_ptr(at), image.read_ptr(at + 8)) {
+            match (image.read_ptr(at), at.checked_add(8).and_then(|a| image.read_ptr(a))) {
                 (Some(start), Some(exit)) => exits.entry(start).or_default().push(exit),
                 _ => warnings.push(warn(at, "unreadable exit point")),
             }
@@ -80,13 +80,14 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
 
 /// One descriptor; `Ok(None)` for an all-zero slot (alignment padding).
 fn descriptor(image: &ElfImage, d: u64) -> Result<Option<CriticalSection>, String> {
+    let field = |offset: u64| d.checked_add(offset).ok_or("descriptor outside the file");
     let version = image.read_u32(d).ok_or("descriptor outside the file")?;
-    let flags = image.read_u32(d + 4).ok_or("descriptor outside the file")?;
-    let start_ip = image.read_ptr(d + 8).ok_or("unreadable start_ip")?;
+    let flags = image.read_u32(field(4)?).ok_or("descriptor outside the file")?;
+    let start_ip = image.read_ptr(field(8)?).ok_or("unreadable start_ip")?;
     let post_commit_offset = image
-        .read_u64(d + 16)
+        .read_u64(field(16)?)
         .ok_or("unreadable post_commit_offset")?;
-    let abort_ip = image.read_ptr(d + 24).ok_or("unreadable abort_ip")?;
+    let abort_ip = image.read_ptr(field(24)?).ok_or("unreadable abort_ip")?;
     if version == 0 && flags == 0 && start_ip == 0 && post_commit_offset == 0 && abort_ip == 0 {
         return Ok(None);
     }
