@@ -33,6 +33,12 @@ pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
     let mut poll = tokio::time::interval(POLL);
     let mut last_draw = Instant::now();
     let deadline = out.duration.map(|d| started + d);
+    let mut sort = out.sort;
+    let mut keys = if live && stdout_tty {
+        Some(live::Keys::new())
+    } else {
+        None
+    };
     loop {
         tokio::select! {
             _ = poll.tick() => {}
@@ -40,7 +46,11 @@ pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
             _ = term.recv() => { info!("terminated"); break; }
         }
         engine.refresh().context("following the targets failed")?;
-        if live && last_draw.elapsed() >= out.interval {
+        let resort = keys.as_mut().and_then(|k| k.sort_change());
+        if let Some(s) = resort {
+            sort = s;
+        }
+        if live && (resort.is_some() || last_draw.elapsed() >= out.interval) {
             last_draw = Instant::now();
             let snapshot = engine.snapshot()?;
             let report = Report::new(engine, &snapshot, started.elapsed());
@@ -52,7 +62,7 @@ pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
                     .map(|k| (k.key.clone(), k.total))
                     .collect(),
             );
-            let text = live::render(&report, &rates, out.sort, out.window, stdout_tty);
+            let text = live::render(&report, &rates, sort, out.window, stdout_tty);
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(text.as_bytes());
             let _ = stdout.flush();

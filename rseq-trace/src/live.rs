@@ -124,7 +124,7 @@ pub fn render(
     }
     let _ = writeln!(
         out,
-        "rseq-trace  {:.0}s  {} keys  {} processes  sorted by {:?}  (rates: last tick / last {}s)",
+        "rseq-trace  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k)  (rates: last tick / ABORT/s* over {}s)",
         report.seconds,
         report.keys.len(),
         report.processes.len(),
@@ -157,4 +157,64 @@ pub fn render(
         );
     }
     out
+}
+
+/// Single keys typed at the live view (a terminal in cbreak mode, restored on drop): `a`, `e`,
+/// `r`, `k` pick the sort order.
+pub struct Keys {
+    saved: Option<libc::termios>,
+}
+
+impl Keys {
+    /// Puts stdin in cbreak mode when it is a terminal; otherwise reads nothing.
+    pub fn new() -> Self {
+        use std::io::IsTerminal;
+        if !std::io::stdin().is_terminal() {
+            return Keys { saved: None };
+        }
+        // SAFETY: termios is plain data; tcgetattr fills it for fd 0.
+        let mut t: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: as above.
+        if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
+            return Keys { saved: None };
+        }
+        let saved = t;
+        t.c_lflag &= !(libc::ICANON | libc::ECHO);
+        t.c_cc[libc::VMIN] = 0;
+        t.c_cc[libc::VTIME] = 0;
+        // SAFETY: applying a termios derived from the current one.
+        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        Keys { saved: Some(saved) }
+    }
+
+    /// A new sort order if one of its keys was typed since the last call.
+    pub fn sort_change(&mut self) -> Option<SortBy> {
+        self.saved?;
+        let mut buf = [0u8; 16];
+        // SAFETY: reading into a local buffer; VMIN=0 makes it return at once.
+        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
+        let n = usize::try_from(n).ok()?;
+        buf[..n].iter().rev().find_map(|b| match b {
+            b'a' => Some(SortBy::Aborts),
+            b'e' => Some(SortBy::Entries),
+            b'r' => Some(SortBy::Ratio),
+            b'k' => Some(SortBy::Key),
+            _ => None,
+        })
+    }
+}
+
+impl Default for Keys {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Keys {
+    fn drop(&mut self) {
+        if let Some(t) = self.saved {
+            // SAFETY: restoring the terminal state read in `new`.
+            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
+        }
+    }
 }

@@ -45,7 +45,10 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
     let exit_table = image.section("__rseq_exit_point_array");
     if let Some((addr, size)) = exit_table {
         for at in (addr..addr.saturating_add(size - size % EXIT_POINT_SIZE)).step_by(16) {
-            match (image.read_ptr(at), at.checked_add(8).and_then(|a| image.read_ptr(a))) {
+            match (
+                image.read_ptr(at),
+                at.checked_add(8).and_then(|a| image.read_ptr(a)),
+            ) {
                 (Some(start), Some(exit)) => exits.entry(start).or_default().push(exit),
                 _ => warnings.push(warn(at, "unreadable exit point")),
             }
@@ -82,7 +85,9 @@ pub fn read(image: &ElfImage) -> (Vec<CriticalSection>, Vec<TableWarning>) {
 fn descriptor(image: &ElfImage, d: u64) -> Result<Option<CriticalSection>, String> {
     let field = |offset: u64| d.checked_add(offset).ok_or("descriptor outside the file");
     let version = image.read_u32(d).ok_or("descriptor outside the file")?;
-    let flags = image.read_u32(field(4)?).ok_or("descriptor outside the file")?;
+    let flags = image
+        .read_u32(field(4)?)
+        .ok_or("descriptor outside the file")?;
     let start_ip = image.read_ptr(field(8)?).ok_or("unreadable start_ip")?;
     let post_commit_offset = image
         .read_u64(field(16)?)
