@@ -13,24 +13,9 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    assert_exact, assert_process_exact, count, kernel_links, kill, trace_bin, workload_bin, Lines,
-    Tracer, Workload,
+    assert_exact, assert_process_exact, count, kernel_links, kill, provoking, trace_bin,
+    workload_bin, Lines, Tracer, Workload,
 };
-
-const PROVOKE: [&str; 6] = [
-    "--delay",
-    "300",
-    "--yield-every",
-    "16",
-    "--signal-every",
-    "64",
-];
-
-fn args<'a>(threads: &'a str, iterations: &'a str) -> Vec<&'a str> {
-    let mut a = vec!["--threads", threads, "--iterations", iterations];
-    a.extend_from_slice(&PROVOKE);
-    a
-}
 
 fn probes_on_workload() -> usize {
     let exe = fs::canonicalize(workload_bin()).unwrap();
@@ -42,7 +27,7 @@ fn probes_on_workload() -> usize {
 
 #[test]
 fn eight_threads_on_two_cpus_with_yields_and_signals() {
-    let workload = Workload::start(&args("8", "3000"), &[]);
+    let workload = Workload::start(&provoking("8", "3000"), &[]);
     let tracer = Tracer::attach(workload.pid, &[]);
     workload.release();
     let truth = workload.finish();
@@ -65,8 +50,8 @@ fn eight_threads_on_two_cpus_with_yields_and_signals() {
 
 #[test]
 fn several_pids_at_once_counted_per_process() {
-    let a = Workload::start(&args("2", "3000"), &[]);
-    let b = Workload::start(&args("3", "2000"), &[]);
+    let a = Workload::start(&provoking("2", "3000"), &[]);
+    let b = Workload::start(&provoking("3", "2000"), &[]);
     let tracer = Tracer::attach_many(&[a.pid, b.pid], &[]);
     a.release();
     b.release();
@@ -87,8 +72,8 @@ fn binary_mode_counts_processes_started_after_it() {
         .unwrap();
     let mut log = Lines::new(trace.stderr.take().unwrap());
     log.wait_for("attached");
-    let a = Workload::start(&args("2", "3000"), &[]);
-    let b = Workload::start(&args("2", "2000"), &[]);
+    let a = Workload::start(&provoking("2", "3000"), &[]);
+    let b = Workload::start(&provoking("2", "2000"), &[]);
     a.release();
     b.release();
     let (ta, tb) = (a.finish(), b.finish());
@@ -111,7 +96,7 @@ fn run_starts_the_command_traced_and_passes_its_exit_code_on() {
     let out = Command::new(trace_bin())
         .args(["run", "--json", "--output", summary.to_str().unwrap(), "--"])
         .arg(workload_bin())
-        .args(args("2", "3000"))
+        .args(provoking("2", "3000"))
         .output()
         .unwrap();
     assert!(

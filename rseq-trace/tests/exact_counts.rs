@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{assert_exact, is_root, Tracer, Workload};
+use support::{assert_exact, is_root, provoking, Tracer, Workload};
 
 /// Gated workload, traced from before its first section to after its exit.
 fn traced_run(args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
@@ -21,21 +21,7 @@ fn counts_equal_ground_truth_with_glibc_rseq_area() {
     if !is_root() {
         panic!("the integration tests load eBPF programs: run them as root (scripts/test.sh)");
     }
-    let (truth, traced) = traced_run(
-        &[
-            "--threads",
-            "3",
-            "--iterations",
-            "6000",
-            "--delay",
-            "300",
-            "--yield-every",
-            "16",
-            "--signal-every",
-            "64",
-        ],
-        &[],
-    );
+    let (truth, traced) = traced_run(&provoking("3", "6000"), &[]);
     let (aborts, cancels) = assert_exact(&truth, &traced);
     assert!(aborts > 0, "the run provoked no abort: {truth}");
     assert!(cancels > 0, "the run provoked no cancel: {truth}");
@@ -48,18 +34,7 @@ fn counts_equal_ground_truth_with_own_rseq_registration() {
         panic!("the integration tests load eBPF programs: run them as root (scripts/test.sh)");
     }
     let (truth, traced) = traced_run(
-        &[
-            "--threads",
-            "2",
-            "--iterations",
-            "6000",
-            "--delay",
-            "300",
-            "--yield-every",
-            "16",
-            "--signal-every",
-            "64",
-        ],
+        &provoking("2", "6000"),
         &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")],
     );
     let (aborts, cancels) = assert_exact(&truth, &traced);

@@ -106,21 +106,8 @@ impl Workload {
     }
 
     /// Waits for the exit and returns the ground-truth JSON; panics if the workload failed.
-    pub fn finish(mut self) -> Value {
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let err = self.stderr.rest();
-        assert!(
-            status.success(),
-            "rseq-workload failed: {status}; stderr: {err:#?}"
-        );
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("workload JSON {e}: {out}"))
+    pub fn finish(self) -> Value {
+        finish_json(self.child, self.stderr, "rseq-workload")
     }
 }
 
@@ -154,22 +141,45 @@ impl Tracer {
     }
 
     /// Waits for rseq-trace to exit and returns its JSON summary.
-    pub fn finish(mut self) -> Value {
-        let mut out = String::new();
-        self.child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let status = self.child.wait().unwrap();
-        let err = self.stderr.rest();
-        assert!(
-            status.success(),
-            "rseq-trace failed: {status}; stderr: {err:#?}"
-        );
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("rseq-trace JSON {e}: {out}"))
+    pub fn finish(self) -> Value {
+        finish_json(self.child, self.stderr, "rseq-trace")
     }
+}
+
+/// Waits for a child that prints one JSON object on stdout; panics with its stderr if it failed.
+fn finish_json(mut child: Child, stderr: Lines, what: &str) -> Value {
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut out)
+        .unwrap();
+    let status = child.wait().unwrap();
+    let err = stderr.rest();
+    assert!(
+        status.success(),
+        "{what} failed: {status}; stderr: {err:#?}"
+    );
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{what} JSON {e}: {out}"))
+}
+
+/// Workload arguments that provoke every outcome: in-section delay (preemption aborts), yields
+/// between reading the CPU and entering (CPU-mismatch aborts), signals (kernel restarts) and
+/// bursts past the stack capacity (cancels).
+pub fn provoking(threads: &'static str, iterations: &'static str) -> Vec<&'static str> {
+    vec![
+        "--threads",
+        threads,
+        "--iterations",
+        iterations,
+        "--delay",
+        "300",
+        "--yield-every",
+        "16",
+        "--signal-every",
+        "64",
+    ]
 }
 
 /// Runs rseq-trace with `args` to completion: (exit code, stdout, stderr).
