@@ -148,3 +148,80 @@ fn no_probe_left_and_target_unharmed_however_rseq_trace_ends() {
         assert_eq!(truth["invariant_ok"], true);
     }
 }
+
+/// The workload's sections built into a shared library (`librseq_workload_sections.so`).
+fn sections_lib() -> String {
+    let lib = trace_bin().with_file_name("librseq_workload_sections.so");
+    fs::canonicalize(&lib)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo build` first", lib.display()))
+        .display()
+        .to_string()
+}
+
+#[test]
+fn sections_in_a_shared_library() {
+    let lib = sections_lib();
+    let mut a = provoking("2", "3000");
+    a.extend(["--sections-lib", lib.as_str()]);
+    let workload = Workload::start(&a, &[]);
+    let tracer = Tracer::attach(workload.pid, &[]);
+    workload.release();
+    let truth = workload.finish();
+    assert_eq!(truth["sections_from"], lib.as_str());
+    let traced = tracer.finish();
+    let (aborts, cancels) = assert_exact(&truth, &traced);
+    assert!(aborts > 0 && cancels > 0);
+}
+
+#[test]
+fn a_library_loaded_with_dlopen_after_attach() {
+    let lib = sections_lib();
+    let mut a = provoking("2", "3000");
+    a.extend(["--sections-lib", lib.as_str(), "--dlopen-after-gate"]);
+    let workload = Workload::start(&a, &[]);
+    let maps = fs::read_to_string(format!("/proc/{}/maps", workload.pid)).unwrap();
+    assert!(
+        !maps.contains(&lib),
+        "the library is mapped before the gate"
+    );
+    let tracer = Tracer::attach(workload.pid, &[]);
+    workload.release();
+    let truth = workload.finish();
+    let traced = tracer.finish();
+    let (aborts, cancels) = assert_exact(&truth, &traced);
+    assert!(aborts > 0 && cancels > 0);
+}
+
+#[test]
+fn follows_exec_into_a_program_with_sections() {
+    // `sh` has no tables; the program it execs into does, and is probed before its main runs.
+    let summary = std::env::temp_dir().join(format!("rseq-trace-exec-{}.json", std::process::id()));
+    let script = format!(
+        "exec {} {}",
+        workload_bin().display(),
+        provoking("2", "3000").join(" ")
+    );
+    let out = Command::new(trace_bin())
+        .args([
+            "run",
+            "--json",
+            "--output",
+            summary.to_str().unwrap(),
+            "--",
+            "sh",
+            "-c",
+        ])
+        .arg(script)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    fs::remove_file(&summary).unwrap();
+    let (aborts, cancels) = assert_exact(&truth, &traced);
+    assert!(aborts > 0 && cancels > 0);
+}

@@ -5,26 +5,32 @@
 //! aborts, cancels, commits per CPU), checks the per-CPU data against it, and prints one
 //! JSON object on stdout, so a tracer's counts can be compared with it exactly.
 //!
+//! The sections run either from the executable itself (statically linked from this
+//! package's library crate) or, with `--sections-lib PATH`, from the shared library
+//! `librseq_workload_sections.so` built from the same source, loaded at start-up or,
+//! with `--dlopen-after-gate`, only once the gate opened.
+//!
 //! Exit codes: 0 ok, 2 setup error, 3 invariant broken.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
-mod percpu;
-mod rseq_abi;
-mod sections;
+mod library;
 mod signals;
 mod truth;
 mod worker;
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use rseq_workload_sections::{percpu, rseq_abi, sections};
 
 use crate::percpu::PerCpu;
 use crate::rseq_abi::{Registration, ThreadRseq};
+use crate::sections::SectionFns;
 use crate::truth::{Report, SectionsReport, Truth};
 use crate::worker::{Plan, Shared};
 
@@ -60,6 +66,14 @@ struct Cli {
     /// Print `READY <pid>` on stderr and wait for SIGUSR2 before starting workers.
     #[arg(long)]
     gate: bool,
+    /// Run the sections of this shared library (librseq_workload_sections.so, loaded
+    /// with dlopen before the gate) instead of the executable's own.
+    #[arg(long, value_name = "PATH")]
+    sections_lib: Option<PathBuf>,
+    /// With --sections-lib: load the library only after the gate opened (SIGUSR2), just
+    /// before the workers start.
+    #[arg(long, requires = "sections_lib")]
+    dlopen_after_gate: bool,
 }
 
 /// Exit code for a setup error.
@@ -93,12 +107,24 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     let registration = Registration::detect();
     // Fail before the gate if this thread cannot use rseq (workers attach again).
     drop(ThreadRseq::attach(registration)?);
-    let descriptors = sections::check_tables()?;
+    // The executable's own tables are checked in every mode.
+    let built_in = sections::check_tables()?;
+    let mut library = match &cli.sections_lib {
+        Some(path) if !cli.dlopen_after_gate => Some(library::load(path)?),
+        _ => None,
+    };
     let mut percpu = PerCpu::new(percpu::possible_cpus());
     signals::install_sigusr1_counter()?;
     if cli.gate {
         signals::wait_for_gate()?;
     }
+    if let (Some(path), true) = (&cli.sections_lib, cli.dlopen_after_gate) {
+        library = Some(library::load(path)?);
+    }
+    let (fns, descriptors, sections_from) = match library {
+        Some(lib) => (lib.fns, lib.descriptors, lib.path),
+        None => (SectionFns::BUILT_IN, built_in, "executable".to_string()),
+    };
     signals::install_stop_handlers()?;
 
     let plan = Plan {
@@ -113,6 +139,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         signal_every: cli.signal_every,
         burst: cli.burst,
         registration,
+        fns,
     };
     let started = Instant::now();
     let truth = run_workers(&percpu, plan, duration)?;
@@ -131,6 +158,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         elapsed_secs: elapsed.as_secs_f64(),
         possible_cpus: percpu.ncpus(),
         rseq_registration: registration.name(),
+        sections_from,
         descriptors,
     };
     let json = serde_json::to_string(&report).map_err(|e| format!("cannot encode report: {e}"))?;

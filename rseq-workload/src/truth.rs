@@ -236,6 +236,9 @@ pub struct Report {
     pub possible_cpus: usize,
     /// "glibc" or "own".
     pub rseq_registration: &'static str,
+    /// "executable" (the built-in sections) or the file of the `--sections-lib` library
+    /// the sections ran from.
+    pub sections_from: String,
     /// The critical sections at their run-time addresses.
     pub descriptors: Vec<RuntimeDescriptor>,
 }
@@ -300,11 +303,13 @@ mod tests {
             elapsed_secs: 0.0,
             possible_cpus: 2,
             rseq_registration: "glibc",
+            sections_from: "executable".to_string(),
             descriptors: vec![],
         };
         let v: serde_json::Value = serde_json::to_value(&r).unwrap();
         let add = &v["sections"]["counter_add"];
         assert_eq!(add["function"], "rseq_workload_counter_add");
+        assert_eq!(v["sections_from"], "executable");
         assert_eq!(add["commits_per_cpu"], serde_json::json!({"1": 2}));
         assert_eq!(
             v["sections"]["list_pop"]["commits_per_cpu"],

@@ -8,7 +8,7 @@ use std::sync::{Condvar, Mutex, PoisonError};
 
 use crate::percpu::PerCpu;
 use crate::rseq_abi::{Registration, ThreadRseq};
-use crate::sections::{self, Outcome, Section};
+use crate::sections::{Outcome, Section, SectionFns};
 use crate::signals;
 use crate::truth::Truth;
 
@@ -30,6 +30,8 @@ pub struct Plan {
     pub burst: u64,
     /// Whose rseq area to use.
     pub registration: Registration,
+    /// Which copy of the sections to run (the executable's or a loaded library's).
+    pub fns: SectionFns,
 }
 
 /// Holds workers back until all have attached to rseq and published their tid, so a
@@ -155,7 +157,9 @@ pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
 
         let cpu = rseq.cpu_id_start();
         maybe_yield(yield_now);
-        let out = sections::counter_add(&rseq, percpu, cpu, plan.delay)
+        let out = plan
+            .fns
+            .counter_add(&rseq, percpu, cpu, plan.delay)
             .ok_or_else(|| cpu_out_of_range(cpu, ncpus))?;
         truth.record(Section::CounterAdd, cpu, out);
 
@@ -163,14 +167,18 @@ pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
         maybe_yield(yield_now);
         if (iter / burst).is_multiple_of(2) {
             let item = item_value(index, iter);
-            let out = sections::list_push(&rseq, percpu, cpu, item, plan.delay)
+            let out = plan
+                .fns
+                .list_push(&rseq, percpu, cpu, item, plan.delay)
                 .ok_or_else(|| cpu_out_of_range(cpu, ncpus))?;
             truth.record(Section::ListPush, cpu, out);
             if out == Outcome::Committed {
                 truth.pushed_sum = truth.pushed_sum.wrapping_add(item);
             }
         } else {
-            let (out, value) = sections::list_pop(&rseq, percpu, cpu, plan.delay)
+            let (out, value) = plan
+                .fns
+                .list_pop(&rseq, percpu, cpu, plan.delay)
                 .ok_or_else(|| cpu_out_of_range(cpu, ncpus))?;
             truth.record(Section::ListPop, cpu, out);
             if out == Outcome::Committed {

@@ -205,7 +205,20 @@ pub fn count(v: &Value, key: &str) -> u64 {
 /// Compares every section's counts, in total and per CPU, and returns the totals of aborts and
 /// cancels so the caller can check that the run provoked them.
 pub fn assert_exact(truth: &Value, traced: &Value) -> (u64, u64) {
-    let traced_sections = traced["sections"].as_array().unwrap();
+    // The sections of the file the workload ran them from: its executable or a library.
+    let object = match truth["sections_from"].as_str() {
+        Some(lib) if lib != "executable" => lib.to_owned(),
+        _ => std::fs::canonicalize(workload_bin())
+            .unwrap()
+            .display()
+            .to_string(),
+    };
+    let traced_sections: Vec<&Value> = traced["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["object"].as_str() == Some(object.as_str()))
+        .collect();
     let truth_sections = truth["sections"].as_object().unwrap();
     assert_eq!(
         traced_sections.len(),

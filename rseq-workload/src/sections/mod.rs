@@ -2,8 +2,14 @@
 //! wrappers around them, and a start-up self-check of the tables they emit.
 //!
 //! Each section lives in its own `#[no_mangle]` function containing exactly one asm
-//! block and one descriptor, so the binary carries exactly three `__rseq_cs`
-//! descriptors, each attributable to its enclosing symbol by its start_ip.
+//! block and one descriptor, so every ELF object linking this crate (the executable, or
+//! `librseq_workload_sections.so`) carries exactly three `__rseq_cs` descriptors, each
+//! attributable to its enclosing symbol by its start_ip.
+//!
+//! [`SectionFns`] is how the executable calls them: either its own statically linked
+//! copies ([`SectionFns::BUILT_IN`]) or the copies in the shared library, found with
+//! `dlsym`. [`rseq_workload_sections_descriptors`] is the C entry point that checks and
+//! returns the descriptors of the object it is linked into.
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
@@ -20,8 +26,10 @@ compile_error!("rseq-workload has critical sections for x86_64 and aarch64 only"
 
 pub use arch::{rseq_workload_counter_add, rseq_workload_list_pop, rseq_workload_list_push};
 
-use crate::percpu::PerCpu;
-use crate::rseq_abi::{ThreadRseq, RSEQ_SIG};
+use std::ffi::{c_char, CStr};
+
+use crate::percpu::{PerCpu, StackData};
+use crate::rseq_abi::{Rseq, ThreadRseq, RSEQ_SIG};
 
 /// Raw status returned by a section function when its commit store ran.
 pub const STATUS_COMMITTED: u32 = 0;
@@ -88,6 +96,11 @@ impl Section {
         }
     }
 
+    /// The section numbered `index` (`Section as u32`), as in [`RawDescriptor::section`].
+    pub fn from_index(index: u32) -> Option<Self> {
+        Section::ALL.get(usize::try_from(index).ok()?).copied()
+    }
+
     fn address(self) -> usize {
         match self {
             Section::CounterAdd => rseq_workload_counter_add as *const () as usize,
@@ -105,44 +118,140 @@ impl Section {
     }
 }
 
-/// Runs the counter_add section once for `cpu`. `None` if `cpu` has no slot.
-pub fn counter_add(rseq: &ThreadRseq, percpu: &PerCpu, cpu: u32, delay: u64) -> Option<Outcome> {
-    let slot = percpu.counter_ptr(cpu)?;
-    // SAFETY: `rseq` is this thread's registered area (ThreadRseq is not Send), and
-    // `slot` points into `percpu`, which outlives the call; the section writes the slot
-    // only when it commits on `cpu`.
-    let st = unsafe { rseq_workload_counter_add(rseq.area(), cpu, slot, delay) };
-    Some(Outcome::from_raw(st))
+/// Type of `rseq_workload_counter_add`.
+pub type CounterAddFn = unsafe extern "C" fn(*mut Rseq, u32, *mut u64, u64) -> u32;
+/// Type of `rseq_workload_list_push`.
+pub type ListPushFn = unsafe extern "C" fn(*mut Rseq, u32, *mut StackData, u64, u64) -> u32;
+/// Type of `rseq_workload_list_pop`.
+pub type ListPopFn = unsafe extern "C" fn(*mut Rseq, u32, *mut StackData, u64, *mut u64) -> u32;
+/// Type of [`rseq_workload_sections_descriptors`].
+pub type DescriptorsFn =
+    unsafe extern "C" fn(*mut RawDescriptor, usize, *mut c_char, usize) -> isize;
+
+/// One set of the three section functions plus the descriptor query of the same ELF
+/// object, with safe wrappers that run a section once.
+#[derive(Clone, Copy, Debug)]
+pub struct SectionFns {
+    counter_add_fn: CounterAddFn,
+    list_push_fn: ListPushFn,
+    list_pop_fn: ListPopFn,
+    descriptors_fn: DescriptorsFn,
 }
 
-/// Runs the list_push section once for `cpu`. `None` if `cpu` has no stack.
-pub fn list_push(
-    rseq: &ThreadRseq,
-    percpu: &PerCpu,
-    cpu: u32,
-    item: u64,
-    delay: u64,
-) -> Option<Outcome> {
-    let stack = percpu.stack_ptr(cpu)?;
-    // SAFETY: as in `counter_add`; the section keeps `len <= STACK_CAP`.
-    let st = unsafe { rseq_workload_list_push(rseq.area(), cpu, stack, item, delay) };
-    Some(Outcome::from_raw(st))
-}
+impl SectionFns {
+    /// The copies linked into this object (the executable's own sections).
+    pub const BUILT_IN: SectionFns = SectionFns {
+        counter_add_fn: rseq_workload_counter_add,
+        list_push_fn: rseq_workload_list_push,
+        list_pop_fn: rseq_workload_list_pop,
+        descriptors_fn: rseq_workload_sections_descriptors,
+    };
 
-/// Runs the list_pop section once for `cpu`; the value is meaningful only on a commit.
-/// `None` if `cpu` has no stack.
-pub fn list_pop(
-    rseq: &ThreadRseq,
-    percpu: &PerCpu,
-    cpu: u32,
-    delay: u64,
-) -> Option<(Outcome, u64)> {
-    let stack = percpu.stack_ptr(cpu)?;
-    let mut value = 0u64;
-    // SAFETY: as in `counter_add`; `value` is a valid local the function writes after
-    // its section ends.
-    let st = unsafe { rseq_workload_list_pop(rseq.area(), cpu, stack, delay, &mut value) };
-    Some((Outcome::from_raw(st), value))
+    /// A set from other function pointers (those of a loaded shared library).
+    ///
+    /// # Safety
+    /// The four pointers must be this crate's `rseq_workload_counter_add`,
+    /// `rseq_workload_list_push`, `rseq_workload_list_pop` and
+    /// `rseq_workload_sections_descriptors` (same signatures and contracts, same
+    /// per-CPU data layout and signature), all from one object that stays loaded for
+    /// as long as the returned value is used.
+    pub unsafe fn from_raw(
+        counter_add_fn: CounterAddFn,
+        list_push_fn: ListPushFn,
+        list_pop_fn: ListPopFn,
+        descriptors_fn: DescriptorsFn,
+    ) -> Self {
+        SectionFns {
+            counter_add_fn,
+            list_push_fn,
+            list_pop_fn,
+            descriptors_fn,
+        }
+    }
+
+    /// Run-time address of the function enclosing `section`.
+    pub fn address(&self, section: Section) -> usize {
+        match section {
+            Section::CounterAdd => self.counter_add_fn as usize,
+            Section::ListPush => self.list_push_fn as usize,
+            Section::ListPop => self.list_pop_fn as usize,
+        }
+    }
+
+    /// Runs the counter_add section once for `cpu`. `None` if `cpu` has no slot.
+    pub fn counter_add(
+        &self,
+        rseq: &ThreadRseq,
+        percpu: &PerCpu,
+        cpu: u32,
+        delay: u64,
+    ) -> Option<Outcome> {
+        let slot = percpu.counter_ptr(cpu)?;
+        // SAFETY: the function is this crate's counter_add (`from_raw`'s contract);
+        // `rseq` is this thread's registered area (ThreadRseq is not Send), and `slot`
+        // points into `percpu`, which outlives the call; the section writes the slot
+        // only when it commits on `cpu`.
+        let st = unsafe { (self.counter_add_fn)(rseq.area(), cpu, slot, delay) };
+        Some(Outcome::from_raw(st))
+    }
+
+    /// Runs the list_push section once for `cpu`. `None` if `cpu` has no stack.
+    pub fn list_push(
+        &self,
+        rseq: &ThreadRseq,
+        percpu: &PerCpu,
+        cpu: u32,
+        item: u64,
+        delay: u64,
+    ) -> Option<Outcome> {
+        let stack = percpu.stack_ptr(cpu)?;
+        // SAFETY: as in `counter_add`; the section keeps `len <= STACK_CAP`.
+        let st = unsafe { (self.list_push_fn)(rseq.area(), cpu, stack, item, delay) };
+        Some(Outcome::from_raw(st))
+    }
+
+    /// Runs the list_pop section once for `cpu`; the value is meaningful only on a
+    /// commit. `None` if `cpu` has no stack.
+    pub fn list_pop(
+        &self,
+        rseq: &ThreadRseq,
+        percpu: &PerCpu,
+        cpu: u32,
+        delay: u64,
+    ) -> Option<(Outcome, u64)> {
+        let stack = percpu.stack_ptr(cpu)?;
+        let mut value = 0u64;
+        // SAFETY: as in `counter_add`; `value` is a valid local the function writes
+        // after its section ends.
+        let st = unsafe { (self.list_pop_fn)(rseq.area(), cpu, stack, delay, &mut value) };
+        Some((Outcome::from_raw(st), value))
+    }
+
+    /// The descriptors of the object these functions live in, checked there by
+    /// [`check_tables`] against that object's own table bounds, at their run-time
+    /// addresses.
+    pub fn descriptors(&self) -> Result<Vec<RuntimeDescriptor>, String> {
+        let mut raw = [RawDescriptor::default(); 8];
+        let mut err: [c_char; 512] = [0; 512];
+        // SAFETY: the function is this crate's descriptor query (`from_raw`'s
+        // contract); both buffers are valid for the lengths passed.
+        let n = unsafe {
+            (self.descriptors_fn)(raw.as_mut_ptr(), raw.len(), err.as_mut_ptr(), err.len())
+        };
+        if n < 0 {
+            // The callee NUL-terminates the message within `err`; make sure anyway.
+            err[err.len() - 1] = 0;
+            // SAFETY: `err` is a NUL-terminated buffer we own.
+            let msg = unsafe { CStr::from_ptr(err.as_ptr()) };
+            return Err(msg.to_string_lossy().into_owned());
+        }
+        let n = n.unsigned_abs();
+        raw.get(..n)
+            .ok_or_else(|| format!("{n} descriptors do not fit a buffer of {}", raw.len()))?
+            .iter()
+            .map(RuntimeDescriptor::from_raw)
+            .collect()
+    }
 }
 
 /// `struct rseq_cs` as emitted in `__rseq_cs`.
@@ -187,6 +296,118 @@ pub struct RuntimeDescriptor {
     pub post_commit_ip: u64,
     pub abort_ip: u64,
     pub exit_ips: Vec<u64>,
+}
+
+impl RuntimeDescriptor {
+    /// The descriptor in its C form.
+    fn to_raw(&self, section: Section) -> Result<RawDescriptor, String> {
+        let mut exit_ips = [0u64; MAX_EXIT_IPS];
+        exit_ips
+            .get_mut(..self.exit_ips.len())
+            .ok_or_else(|| format!("{} has too many exit points", self.function))?
+            .copy_from_slice(&self.exit_ips);
+        Ok(RawDescriptor {
+            section: section as u32,
+            n_exit_ips: self.exit_ips.len() as u32,
+            start_ip: self.start_ip,
+            post_commit_ip: self.post_commit_ip,
+            abort_ip: self.abort_ip,
+            exit_ips,
+        })
+    }
+
+    /// The descriptor from its C form.
+    pub fn from_raw(raw: &RawDescriptor) -> Result<Self, String> {
+        let section = Section::from_index(raw.section)
+            .ok_or_else(|| format!("descriptor of unknown section {}", raw.section))?;
+        let exit_ips = usize::try_from(raw.n_exit_ips)
+            .ok()
+            .and_then(|n| raw.exit_ips.get(..n))
+            .ok_or_else(|| format!("{}: bad exit point count", section.function()))?;
+        Ok(RuntimeDescriptor {
+            function: section.function(),
+            start_ip: raw.start_ip,
+            post_commit_ip: raw.post_commit_ip,
+            abort_ip: raw.abort_ip,
+            exit_ips: exit_ips.to_vec(),
+        })
+    }
+}
+
+/// Room for exit points in a [`RawDescriptor`] (the sections have at most one).
+pub const MAX_EXIT_IPS: usize = 2;
+
+/// A [`RuntimeDescriptor`] in the C form returned by
+/// [`rseq_workload_sections_descriptors`] (all addresses are run-time addresses).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RawDescriptor {
+    /// Which section: 0 counter_add, 1 list_push, 2 list_pop (`Section as u32`).
+    pub section: u32,
+    /// How many entries of `exit_ips` are valid.
+    pub n_exit_ips: u32,
+    /// `start_ip`.
+    pub start_ip: u64,
+    /// `start_ip + post_commit_offset`.
+    pub post_commit_ip: u64,
+    /// `abort_ip`.
+    pub abort_ip: u64,
+    /// Exit points (cancels) from `__rseq_exit_point_array`.
+    pub exit_ips: [u64; MAX_EXIT_IPS],
+}
+
+/// Runs [`check_tables`] inside the ELF object this function is linked into (so it sees
+/// that object's own `__start___rseq_cs_ptr_array`... bounds: the executable's for the
+/// built-in sections, the library's in `librseq_workload_sections.so`) and returns its
+/// descriptors at their run-time addresses.
+///
+/// Returns the number of descriptors (3) and writes the first `min(n, cap)` of them to
+/// `out`; on failure returns -1 and writes the reason to `err`, NUL-terminated and
+/// truncated to `err_len` bytes.
+///
+/// # Safety
+/// `out` must be valid for `cap` writes and `err` for `err_len` writes (either may be
+/// null when its length is 0).
+#[no_mangle]
+pub unsafe extern "C" fn rseq_workload_sections_descriptors(
+    out: *mut RawDescriptor,
+    cap: usize,
+    err: *mut c_char,
+    err_len: usize,
+) -> isize {
+    let result = check_tables().and_then(|found| {
+        found
+            .iter()
+            .map(|d| {
+                let section = Section::ALL
+                    .into_iter()
+                    .find(|s| s.function() == d.function)
+                    .ok_or_else(|| format!("unknown function {}", d.function))?;
+                d.to_raw(section)
+            })
+            .collect::<Result<Vec<_>, String>>()
+    });
+    match result {
+        Ok(raw) => {
+            for (i, r) in raw.iter().take(cap).enumerate() {
+                // SAFETY: `i < cap`, and the caller guarantees `out` for `cap` writes.
+                unsafe { out.add(i).write(*r) };
+            }
+            raw.len() as isize
+        }
+        Err(msg) => {
+            if err_len > 0 {
+                let n = msg.len().min(err_len - 1);
+                // SAFETY: `n + 1 <= err_len` bytes, which the caller guarantees
+                // writable; `msg` is a distinct Rust allocation.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(msg.as_ptr(), err.cast::<u8>(), n);
+                    err.add(n).write(0);
+                }
+            }
+            -1
+        }
+    }
 }
 
 /// Verifies at start-up, on the relocated tables of the running binary, what the
@@ -279,22 +500,51 @@ mod tests {
     }
 
     #[test]
+    fn descriptors_round_trip_through_the_c_entry_point() {
+        let direct = check_tables().expect("tables");
+        let via_c = SectionFns::BUILT_IN.descriptors().expect("descriptors");
+        assert_eq!(format!("{direct:?}"), format!("{via_c:?}"));
+        for s in Section::ALL {
+            let d = via_c.iter().find(|d| d.function == s.function()).unwrap();
+            let f = SectionFns::BUILT_IN.address(s) as u64;
+            assert!(f < d.start_ip && d.start_ip < d.post_commit_ip, "{d:x?}");
+        }
+        // A too small buffer still reports the count and writes only what fits.
+        let mut one = [RawDescriptor::default(); 1];
+        // SAFETY: `one` holds 1 element; no error buffer (length 0).
+        let n = unsafe {
+            rseq_workload_sections_descriptors(one.as_mut_ptr(), 1, std::ptr::null_mut(), 0)
+        };
+        assert_eq!(n, 3);
+        assert_eq!(
+            RuntimeDescriptor::from_raw(&one[0]).unwrap().function,
+            direct[0].function
+        );
+        assert!(RuntimeDescriptor::from_raw(&RawDescriptor {
+            section: 3,
+            ..RawDescriptor::default()
+        })
+        .is_err());
+    }
+
+    #[test]
     fn sections_run_and_keep_invariants() {
         let reg = crate::rseq_abi::Registration::detect();
         let rseq = ThreadRseq::attach(reg).expect("rseq area");
         let percpu = PerCpu::new(crate::percpu::possible_cpus());
+        let fns = SectionFns::BUILT_IN;
         let (mut commits, mut pushed, mut popped) = (0u64, 0u64, 0u64);
         for i in 0..1000u64 {
             let cpu = rseq.cpu_id_start();
-            if counter_add(&rseq, &percpu, cpu, 0) == Some(Outcome::Committed) {
+            if fns.counter_add(&rseq, &percpu, cpu, 0) == Some(Outcome::Committed) {
                 commits += 1;
             }
             let cpu = rseq.cpu_id_start();
             if i % 20 < 10 {
-                if list_push(&rseq, &percpu, cpu, i + 1, 0) == Some(Outcome::Committed) {
+                if fns.list_push(&rseq, &percpu, cpu, i + 1, 0) == Some(Outcome::Committed) {
                     pushed += 1;
                 }
-            } else if let Some((Outcome::Committed, v)) = list_pop(&rseq, &percpu, cpu, 0) {
+            } else if let Some((Outcome::Committed, v)) = fns.list_pop(&rseq, &percpu, cpu, 0) {
                 assert!(v > 0 && v <= i);
                 popped += 1;
             }
@@ -304,6 +554,6 @@ mod tests {
         let held: usize = percpu.stack_contents().iter().flatten().map(Vec::len).sum();
         assert_eq!(held as u64, pushed - popped);
         // A CPU that does not exist is refused, not run.
-        assert_eq!(counter_add(&rseq, &percpu, u32::MAX, 0), None);
+        assert_eq!(fns.counter_add(&rseq, &percpu, u32::MAX, 0), None);
     }
 }
