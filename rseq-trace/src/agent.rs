@@ -10,7 +10,7 @@ use std::{
 use anyhow::Context as _;
 use rseq_trace::{
     engine::Engine,
-    live::{self, Rates},
+    live::{self, Rates, Series},
     report::Report,
 };
 use tokio::signal::unix::{signal, SignalKind};
@@ -54,14 +54,7 @@ pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
             last_draw = Instant::now();
             let snapshot = engine.snapshot()?;
             let report = Report::new(engine, &snapshot, started.elapsed());
-            rates.push(
-                last_draw,
-                report
-                    .keys
-                    .iter()
-                    .map(|k| (k.key.clone(), k.total))
-                    .collect(),
-            );
+            rates.push(last_draw, Series::of(&report));
             let text = live::render(&report, &rates, sort, out.window, stdout_tty);
             let mut stdout = std::io::stdout().lock();
             let _ = stdout.write_all(text.as_bytes());

@@ -23,9 +23,34 @@ pub enum SortBy {
     Key,
 }
 
-/// Per-key totals over time, to compute rates.
+/// What a rate is of.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Series {
+    Key(String),
+    Cpu(u32),
+    Process(u32),
+}
+
+impl Series {
+    /// Every series of a report: its keys, CPUs and processes.
+    pub fn of(report: &Report) -> BTreeMap<Series, Tally> {
+        let keys = report
+            .keys
+            .iter()
+            .map(|k| (Series::Key(k.key.clone()), k.total));
+        let cpus = report.per_cpu.iter().map(|(c, t)| (Series::Cpu(*c), *t));
+        let procs = report
+            .processes
+            .iter()
+            .map(|p| (Series::Process(p.pid), p.total));
+        keys.chain(cpus).chain(procs).collect()
+    }
+}
+
+/// Totals per key, CPU and process over time, to compute rates over the last tick and over a
+/// longer window.
 pub struct Rates {
-    history: VecDeque<(Instant, BTreeMap<String, Tally>)>,
+    history: VecDeque<(Instant, BTreeMap<Series, Tally>)>,
     window: Duration,
 }
 
@@ -46,8 +71,8 @@ impl Rates {
         }
     }
 
-    pub fn push(&mut self, at: Instant, per_key: BTreeMap<String, Tally>) {
-        self.history.push_back((at, per_key));
+    pub fn push(&mut self, at: Instant, totals: BTreeMap<Series, Tally>) {
+        self.history.push_back((at, totals));
         while self
             .history
             .front()
@@ -59,27 +84,27 @@ impl Rates {
     }
 
     /// Rate over the last tick.
-    pub fn last(&self, key: &str) -> Rate {
+    pub fn last(&self, series: &Series) -> Rate {
         let n = self.history.len();
         if n < 2 {
             return Rate::default();
         }
-        rate(&self.history[n - 2], &self.history[n - 1], key)
+        rate(&self.history[n - 2], &self.history[n - 1], series)
     }
 
     /// Rate over the whole window.
-    pub fn windowed(&self, key: &str) -> Rate {
+    pub fn windowed(&self, series: &Series) -> Rate {
         match (self.history.front(), self.history.back()) {
-            (Some(a), Some(b)) if self.history.len() >= 2 => rate(a, b, key),
+            (Some(a), Some(b)) if self.history.len() >= 2 => rate(a, b, series),
             _ => Rate::default(),
         }
     }
 }
 
 fn rate(
-    (t0, a): &(Instant, BTreeMap<String, Tally>),
-    (t1, b): &(Instant, BTreeMap<String, Tally>),
-    key: &str,
+    (t0, a): &(Instant, BTreeMap<Series, Tally>),
+    (t1, b): &(Instant, BTreeMap<Series, Tally>),
+    key: &Series,
 ) -> Rate {
     let secs = t1.duration_since(*t0).as_secs_f64();
     if secs <= 0.0 {
@@ -109,7 +134,10 @@ pub fn render(
     let mut rows: Vec<_> = report
         .keys
         .iter()
-        .map(|k| (k, rates.last(&k.key), rates.windowed(&k.key)))
+        .map(|k| {
+            let series = Series::Key(k.key.clone());
+            (k, rates.last(&series), rates.windowed(&series))
+        })
         .collect();
     match sort {
         SortBy::Aborts => rows.sort_by(|a, b| b.1.aborts.total_cmp(&a.1.aborts)),
@@ -155,6 +183,29 @@ pub fn render(
             100.0 * k.abort_ratio,
             by_cpu.join(" ")
         );
+    }
+    let per_cpu: Vec<String> = report
+        .per_cpu
+        .keys()
+        .map(|c| {
+            let r = rates.last(&Series::Cpu(*c));
+            format!("cpu{c} {:.0} entries/s {:.1} aborts/s", r.entries, r.aborts)
+        })
+        .collect();
+    let _ = writeln!(out, "{}", per_cpu.join("  |  "));
+    if report.processes.len() > 1 {
+        let per_process: Vec<String> = report
+            .processes
+            .iter()
+            .map(|p| {
+                let r = rates.last(&Series::Process(p.pid));
+                format!(
+                    "{} ({}) {:.0} entries/s {:.1} aborts/s",
+                    p.pid, p.comm, r.entries, r.aborts
+                )
+            })
+            .collect();
+        let _ = writeln!(out, "{}", per_process.join("  |  "));
     }
     out
 }
@@ -216,5 +267,37 @@ impl Drop for Keys {
             // SAFETY: restoring the terminal state read in `new`.
             unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn totals(entries: u64, aborts: u64) -> BTreeMap<Series, Tally> {
+        let t = Tally {
+            entries,
+            aborts,
+            ..Default::default()
+        };
+        [(Series::Key("k".into()), t), (Series::Cpu(1), t)].into()
+    }
+
+    #[test]
+    fn rates_over_the_last_tick_and_the_window() {
+        let t0 = Instant::now();
+        let mut r = Rates::new(Duration::from_secs(10));
+        r.push(t0, totals(0, 0));
+        r.push(t0 + Duration::from_secs(1), totals(100, 10));
+        r.push(t0 + Duration::from_secs(2), totals(400, 10));
+        let key = Series::Key("k".into());
+        assert_eq!(r.last(&key).entries, 300.0);
+        assert_eq!(r.last(&key).aborts, 0.0);
+        assert_eq!(r.windowed(&key).entries, 200.0);
+        assert_eq!(r.windowed(&Series::Cpu(1)).aborts, 5.0);
+        assert_eq!(r.last(&Series::Process(9)), Rate::default());
+        // Samples older than the window are dropped (keeping at least two).
+        r.push(t0 + Duration::from_secs(20), totals(2400, 10));
+        assert_eq!(r.windowed(&key).entries, 2000.0 / 18.0);
     }
 }

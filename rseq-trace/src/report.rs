@@ -15,6 +15,8 @@ pub struct Report {
     /// Whether kernel restarts were counted (the rseq_ip_fixup tracepoint was available).
     pub kernel_restarts_counted: bool,
     pub keys: Vec<KeyReport>,
+    /// All keys together, per CPU the attempts entered on.
+    pub per_cpu: BTreeMap<u32, Tally>,
     pub sections: Vec<SectionReport>,
     pub processes: Vec<ProcessReport>,
     /// Events the eBPF side could not attribute, by cause (all zero in a clean run).
@@ -134,6 +136,7 @@ impl Report {
             seconds: elapsed.as_secs_f64(),
             kernel_restarts_counted: engine.restarts_counted(),
             keys: keys.into_values().collect(),
+            per_cpu: snapshot.group_by(|k| Some(k.cpu)),
             sections,
             processes,
             health: Health::ALL
