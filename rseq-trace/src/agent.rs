@@ -11,8 +11,11 @@ use anyhow::Context as _;
 use rseq_trace::{
     engine::Engine,
     live::{self, Rates, Series},
+    metrics::{Exporter, ProcessLabels},
     report::Report,
+    serve,
 };
+use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
@@ -23,7 +26,32 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Runs until a stop condition, then returns the final report. `child` is a command started by
 /// `rseq-trace run`: the loop also ends when it exits.
-pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
+pub async fn run(
+    shared: &Arc<Mutex<Engine>>,
+    out: &Output,
+    binary_mode: bool,
+) -> anyhow::Result<Report> {
+    let _server = match out.listen {
+        Some(addr) => {
+            let labels = if binary_mode {
+                ProcessLabels::Binary
+            } else {
+                ProcessLabels::Pid
+            };
+            let exporter = Arc::new(Exporter::new(shared.clone(), labels, !out.metrics_no_cpu));
+            let (bound, task) = serve::serve(addr, exporter)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))?;
+            info!("serving metrics on http://{bound}/metrics");
+            Some(AbortOnDrop(task))
+        }
+        None => None,
+    };
+    let lock = || {
+        shared
+            .lock()
+            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))
+    };
     let started = Instant::now();
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
@@ -45,6 +73,7 @@ pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
             _ = &mut ctrl_c => { info!("interrupted"); break; }
             _ = term.recv() => { info!("terminated"); break; }
         }
+        let mut engine = lock()?;
         engine.refresh().context("following the targets failed")?;
         let resort = keys.as_mut().and_then(|k| k.sort_change());
         if let Some(s) = resort {
@@ -53,7 +82,7 @@ pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
         if live && (resort.is_some() || last_draw.elapsed() >= out.interval) {
             last_draw = Instant::now();
             let snapshot = engine.snapshot()?;
-            let report = Report::new(engine, &snapshot, started.elapsed());
+            let report = Report::new(&engine, &snapshot, started.elapsed());
             rates.push(last_draw, Series::of(&report));
             let text = live::render(&report, &rates, sort, out.window, stdout_tty);
             let mut stdout = std::io::stdout().lock();
@@ -68,9 +97,19 @@ pub async fn run(engine: &mut Engine, out: &Output) -> anyhow::Result<Report> {
             break;
         }
     }
+    let mut engine = lock()?;
     engine.refresh()?;
     let snapshot = engine.snapshot().context("reading the counters failed")?;
-    Ok(Report::new(engine, &snapshot, started.elapsed()))
+    Ok(Report::new(&engine, &snapshot, started.elapsed()))
+}
+
+/// Stops the metrics server when the agent loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Prints or writes the final summary.

@@ -84,6 +84,15 @@ pub struct Output {
     /// No live view, only the final summary.
     #[arg(long, short)]
     pub quiet: bool,
+
+    /// Serve Prometheus metrics on ADDR at /metrics (default 127.0.0.1:9464; never all
+    /// interfaces unless given, e.g. 0.0.0.0:9464).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:9464")]
+    pub listen: Option<std::net::SocketAddr>,
+
+    /// Leave the `cpu` label out of the metrics (fewer series on large machines).
+    #[arg(long)]
+    pub metrics_no_cpu: bool,
 }
 
 #[derive(Debug, Args)]

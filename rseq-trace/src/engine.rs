@@ -377,6 +377,16 @@ impl Engine {
         !self.open_ended && self.followed.iter().all(|p| !target::is_alive(*p))
     }
 
+    /// Whether a process this engine saw has exited (its counts are final).
+    pub fn has_exited(&self, pid: u32) -> bool {
+        self.exited.contains(&pid)
+    }
+
+    /// Uprobes attached so far.
+    pub fn probes(&self) -> usize {
+        self.tracer.probes()
+    }
+
     pub fn restarts_counted(&self) -> bool {
         self.tracer.restarts_counted
     }

@@ -1,4 +1,7 @@
-use std::process::ExitCode;
+use std::{
+    process::ExitCode,
+    sync::{Arc, Mutex},
+};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -64,8 +67,8 @@ async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCo
         .map(|p| TargetSpec::Pid(*p))
         .chain(targets.binaries.iter().cloned().map(TargetSpec::Binary))
         .collect();
-    let mut engine = Engine::start(&specs)?;
-    let report = agent::run(&mut engine, &out).await?;
+    let engine = Arc::new(Mutex::new(Engine::start(&specs)?));
+    let report = agent::run(&engine, &out, !targets.binaries.is_empty()).await?;
     drop(engine); // detach every probe before printing
     agent::emit(&report, &out)?;
     Ok(ExitCode::SUCCESS)
@@ -75,7 +78,7 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     let child =
         spawn_gated(&args.command).with_context(|| format!("cannot start {}", args.command[0]))?;
     let pid = child.pid;
-    let mut engine = match Engine::start(&[TargetSpec::Command {
+    let engine = match Engine::start(&[TargetSpec::Command {
         pid,
         exe: child.exe.clone(),
     }]) {
@@ -88,9 +91,10 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e.into());
         }
     };
+    let engine = Arc::new(Mutex::new(engine));
     child.release()?;
     let waiter = tokio::task::spawn_blocking(move || GatedChild::wait(pid));
-    let report = agent::run(&mut engine, &args.output).await?;
+    let report = agent::run(&engine, &args.output, false).await?;
     drop(engine);
     let status = waiter.await??;
     agent::emit(&report, &args.output)?;

@@ -4,6 +4,7 @@
 
 pub mod fixtures;
 pub mod kernel_links;
+pub mod prometheus;
 
 use std::{
     io::{BufRead, BufReader, Read},

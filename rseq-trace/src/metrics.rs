@@ -1,0 +1,259 @@
+//! `/metrics`: a Prometheus collector that reads the BPF maps at scrape time (see
+//! docs/metrics.md for the names and labels).
+
+use std::{
+    collections::BTreeMap,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
+    time::Instant,
+};
+
+use prometheus::{
+    core::{Collector, Desc},
+    proto::MetricFamily,
+    Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
+};
+use rseq_common::health::Health;
+
+use crate::{counts::Tally, engine::Engine};
+
+/// A counter family: name, help text, and the tally field it exports.
+type CounterSpec = (&'static str, &'static str, fn(&Tally) -> u64);
+
+/// How processes appear in the labels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProcessLabels {
+    /// `comm` and `pid`; a process that exits drops its series.
+    Pid,
+    /// `binary`: the traced file, summed over every process running it (exited ones included,
+    /// so counters never go down).
+    Binary,
+}
+
+/// The custom collector: every scrape reads the maps through the engine.
+pub struct Exporter {
+    engine: Arc<Mutex<Engine>>,
+    labels: ProcessLabels,
+    per_cpu: bool,
+    read_errors: AtomicU64,
+    /// Duration of the previous scrape's map read, in nanoseconds.
+    last_read_ns: AtomicU64,
+}
+
+impl Exporter {
+    pub fn new(engine: Arc<Mutex<Engine>>, labels: ProcessLabels, per_cpu: bool) -> Self {
+        Exporter {
+            engine,
+            labels,
+            per_cpu,
+            read_errors: AtomicU64::new(0),
+            last_read_ns: AtomicU64::new(0),
+        }
+    }
+
+    /// The text exposition of everything, as served on `/metrics`.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.collect(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    fn section_families(&self, engine: &Engine) -> Vec<MetricFamily> {
+        let started = Instant::now();
+        let snapshot = match engine.snapshot() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!("scrape: reading the maps failed: {e}");
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                return Vec::new();
+            }
+        };
+        self.last_read_ns
+            .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        let mut names: Vec<&str> = match self.labels {
+            ProcessLabels::Pid => vec!["comm", "pid", "key"],
+            ProcessLabels::Binary => vec!["binary", "key"],
+        };
+        if self.per_cpu {
+            names.push("cpu");
+        }
+        // One series per label set.
+        let mut series: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
+        for (k, c) in &snapshot.counts {
+            let Some(section) = engine.sections.get(k.section as usize) else {
+                continue;
+            };
+            let mut values = match self.labels {
+                ProcessLabels::Pid => {
+                    if engine.has_exited(k.tgid) {
+                        continue;
+                    }
+                    let comm = engine.processes.get(&k.tgid).cloned().unwrap_or_default();
+                    vec![comm, k.tgid.to_string(), section.key.clone()]
+                }
+                ProcessLabels::Binary => vec![section.object.clone(), section.key.clone()],
+            };
+            if self.per_cpu {
+                values.push(k.cpu.to_string());
+            }
+            series
+                .entry(values)
+                .or_default()
+                .add(&Tally::from_counters(c));
+        }
+        let counters: [CounterSpec; 5] = [
+            ("rseq_entries_total", "Critical-section attempts entered (the descriptor store before start_ip).", |t| t.entries),
+            ("rseq_commits_total", "Attempts committed: entries - aborts - cancels (includes attempts in flight, at most one per thread).", |t| t.commits),
+            ("rseq_aborts_total", "Attempts aborted: kernel restarts plus the section's own CPU-mismatch branch.", |t| t.aborts),
+            ("rseq_cancels_total", "Attempts that left early through an exit point.", |t| t.cancels),
+            ("rseq_kernel_restarts_total", "Aborts caused by the kernel (preemption, migration, signal), from the rseq_ip_fixup tracepoint.", |t| t.kernel_restarts),
+        ];
+        let mut families = Vec::new();
+        for (name, help, value) in counters {
+            let Ok(vec) = IntCounterVec::new(Opts::new(name, help), &names) else {
+                continue;
+            };
+            for (labels, tally) in &series {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                vec.with_label_values(&labels).inc_by(value(tally));
+            }
+            families.extend(vec.collect());
+        }
+        let unattributed = IntCounterVec::new(
+            Opts::new(
+                "rseq_trace_unattributed_events_total",
+                "Events the eBPF side could not attribute, by cause.",
+            ),
+            &["cause"],
+        );
+        if let Ok(vec) = unattributed {
+            for h in Health::ALL {
+                vec.with_label_values(&[h.name()])
+                    .inc_by(snapshot.health[h as usize]);
+            }
+            families.extend(vec.collect());
+        }
+        families
+    }
+
+    fn health_families(&self, engine: &Engine) -> Vec<MetricFamily> {
+        let mut families = Vec::new();
+        let gauge = |name: &str, help: &str, labels: &[&str]| {
+            IntGaugeVec::new(Opts::new(name, help), labels).ok()
+        };
+        if let Some(g) = gauge("rseq_trace_probes_attached", "Uprobes attached.", &[]) {
+            g.with_label_values::<&str>(&[]).set(engine.probes() as i64);
+            families.extend(g.collect());
+        }
+        let skipped: Vec<&str> = engine
+            .sections
+            .iter()
+            .filter_map(|s| s.plan.as_ref().err())
+            .map(|why| skip_reason(why))
+            .collect();
+        if let Some(g) = gauge(
+            "rseq_trace_sections",
+            "Critical sections found, by state.",
+            &["state"],
+        ) {
+            g.with_label_values(&["traced"])
+                .set((engine.sections.len() - skipped.len()) as i64);
+            g.with_label_values(&["skipped"]).set(skipped.len() as i64);
+            families.extend(g.collect());
+        }
+        if let Some(g) = gauge(
+            "rseq_trace_sections_skipped",
+            "Critical sections not traced, by reason.",
+            &["reason"],
+        ) {
+            for reason in ["no_entry_store", "probe_in_section", "other"] {
+                let n = skipped.iter().filter(|r| **r == reason).count();
+                g.with_label_values(&[reason]).set(n as i64);
+            }
+            families.extend(g.collect());
+        }
+        if let Some(g) = gauge(
+            "rseq_trace_kernel_restarts_counted",
+            "1 when the rseq:rseq_ip_fixup tracepoint is attached.",
+            &[],
+        ) {
+            g.with_label_values::<&str>(&[])
+                .set(engine.restarts_counted() as i64);
+            families.extend(g.collect());
+        }
+        if let Ok(c) = IntCounterVec::new(
+            Opts::new(
+                "rseq_trace_map_read_errors_total",
+                "Failed reads of the BPF maps during scrapes.",
+            ),
+            &[],
+        ) {
+            c.with_label_values::<&str>(&[])
+                .inc_by(self.read_errors.load(Ordering::Relaxed));
+            families.extend(c.collect());
+        }
+        if let Ok(g) = GaugeVec::new(
+            Opts::new(
+                "rseq_trace_scrape_duration_seconds",
+                "Time the previous scrape took to read the BPF maps.",
+            ),
+            &[],
+        ) {
+            g.with_label_values::<&str>(&[])
+                .set(self.last_read_ns.load(Ordering::Relaxed) as f64 / 1e9);
+            families.extend(g.collect());
+        }
+        families
+    }
+}
+
+impl Collector for Exporter {
+    /// Unchecked collector: its series come and go with the traced processes.
+    fn desc(&self) -> Vec<&Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Ok(engine) = self.engine.lock() else {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+            return Vec::new();
+        };
+        let mut families = self.health_families(&engine);
+        families.extend(self.section_families(&engine));
+        families
+    }
+}
+
+/// A short, stable class of a refusal, for the `reason` label.
+fn skip_reason(why: &str) -> &'static str {
+    if why.contains("store") || why.contains("str") && why.contains("before start_ip") {
+        "no_entry_store"
+    } else if why.contains("inside") {
+        "probe_in_section"
+    } else {
+        "other"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::skip_reason;
+
+    #[test]
+    fn skip_reasons_are_classified() {
+        assert_eq!(
+            skip_reason("no store of the descriptor address ends at start_ip 0x10"),
+            "no_entry_store"
+        );
+        assert_eq!(
+            skip_reason("refusing to probe 0x10: it lies inside the critical section at 0x0..0x20"),
+            "probe_in_section"
+        );
+        assert_eq!(
+            skip_reason("probe point 0x10 is not in executable code"),
+            "other"
+        );
+    }
+}
