@@ -16,7 +16,8 @@ fi
 
 debs=(rustc-web cargo-web rust-web-src llvm-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
       python3 jq binutils lld-22 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
-      binutils-aarch64-linux-gnu)
+      binutils-aarch64-linux-gnu
+      prometheus systemd python3-venv)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -39,6 +40,14 @@ fi
 if ! "$TOOLS_ROOT/bin/cargo-fuzz" --version >/dev/null 2>&1; then
     log "installing cargo-fuzz (about 1 minute)"
     cargo install cargo-fuzz@0.13.2 --locked --root "$TOOLS_ROOT"
+fi
+
+# Offline schema checks of the Kubernetes manifests (kubernetes-validate bundles the schemas).
+VENV="$TOOLS_ROOT/venv"
+if ! "$VENV/bin/python3" -c 'import kubernetes_validate, jsonschema, yaml' 2>/dev/null; then
+    log "installing kubernetes-validate in $VENV"
+    /usr/bin/python3 -m venv "$VENV"
+    "$VENV/bin/pip" install -q kubernetes-validate==1.37.0 jsonschema pyyaml
 fi
 
 # Let rustup-aware tools (aya-build) find Debian's toolchain, which has rust-src for build-std.
