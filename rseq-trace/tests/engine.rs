@@ -92,21 +92,9 @@ fn binary_mode_counts_processes_started_after_it() {
 
 #[test]
 fn run_starts_the_command_traced_and_passes_its_exit_code_on() {
-    let summary = std::env::temp_dir().join(format!("rseq-trace-run-{}.json", std::process::id()));
-    let out = Command::new(trace_bin())
-        .args(["run", "--json", "--output", summary.to_str().unwrap(), "--"])
-        .arg(workload_bin())
-        .args(provoking("2", "3000"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
-    fs::remove_file(&summary).unwrap();
+    let mut cmd = vec![workload_bin().display().to_string()];
+    cmd.extend(provoking("2", "3000").iter().map(|a| a.to_string()));
+    let (truth, traced) = run_traced(&cmd);
     assert_exact(&truth, &traced);
 
     let status = Command::new(trace_bin())
@@ -147,6 +135,29 @@ fn no_probe_left_and_target_unharmed_however_rseq_trace_ends() {
         let truth = workload.finish(); // exits 0 with its invariant intact
         assert_eq!(truth["invariant_ok"], true);
     }
+}
+
+/// `rseq-trace run --json --output FILE -- ARGS`: (the command's stdout JSON, the summary).
+fn run_traced(args: &[String]) -> (Value, Value) {
+    let summary = std::env::temp_dir().join(format!(
+        "rseq-trace-run-{}-{}.json",
+        std::process::id(),
+        args.len()
+    ));
+    let out = Command::new(trace_bin())
+        .args(["run", "--json", "--output", summary.to_str().unwrap(), "--"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    fs::remove_file(&summary).unwrap();
+    (truth, traced)
 }
 
 /// The workload's sections built into a shared library (`librseq_workload_sections.so`).
@@ -195,33 +206,12 @@ fn a_library_loaded_with_dlopen_after_attach() {
 #[test]
 fn follows_exec_into_a_program_with_sections() {
     // `sh` has no tables; the program it execs into does, and is probed before its main runs.
-    let summary = std::env::temp_dir().join(format!("rseq-trace-exec-{}.json", std::process::id()));
     let script = format!(
         "exec {} {}",
         workload_bin().display(),
         provoking("2", "3000").join(" ")
     );
-    let out = Command::new(trace_bin())
-        .args([
-            "run",
-            "--json",
-            "--output",
-            summary.to_str().unwrap(),
-            "--",
-            "sh",
-            "-c",
-        ])
-        .arg(script)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
-    fs::remove_file(&summary).unwrap();
+    let (truth, traced) = run_traced(&["sh".into(), "-c".into(), script]);
     let (aborts, cancels) = assert_exact(&truth, &traced);
     assert!(aborts > 0 && cancels > 0);
 }

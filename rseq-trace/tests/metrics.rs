@@ -16,7 +16,7 @@ use serde_json::Value;
 use support::{
     kill,
     prometheus::{http_get, Prometheus},
-    trace_bin, Lines, Workload,
+    provoking_for, trace_bin, Lines, Workload,
 };
 
 fn repo_file(rel: &str) -> PathBuf {
@@ -92,21 +92,7 @@ fn metrics_of(addr: &str) -> String {
 
 #[test]
 fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
-    let long = Workload::start(
-        &[
-            "--threads",
-            "2",
-            "--duration",
-            "30",
-            "--delay",
-            "300",
-            "--yield-every",
-            "16",
-            "--signal-every",
-            "64",
-        ],
-        &[],
-    );
+    let long = Workload::start(&provoking_for("2", "--duration", "30"), &[]);
     let short = Workload::start(
         &["--threads", "1", "--duration", "4", "--delay", "300"],
         &[],

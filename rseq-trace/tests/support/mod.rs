@@ -169,11 +169,20 @@ fn finish_json(mut child: Child, stderr: Lines, what: &str) -> Value {
 /// between reading the CPU and entering (CPU-mismatch aborts), signals (kernel restarts) and
 /// bursts past the stack capacity (cancels).
 pub fn provoking(threads: &'static str, iterations: &'static str) -> Vec<&'static str> {
+    provoking_for(threads, "--iterations", iterations)
+}
+
+/// [`provoking`] with another run length: `--iterations N` or `--duration SECS`.
+pub fn provoking_for(
+    threads: &'static str,
+    limit: &'static str,
+    value: &'static str,
+) -> Vec<&'static str> {
     vec![
         "--threads",
         threads,
-        "--iterations",
-        iterations,
+        limit,
+        value,
         "--delay",
         "300",
         "--yield-every",
