@@ -8,6 +8,7 @@ pub mod cookie;
 pub mod counters;
 pub mod event;
 pub mod health;
+pub mod mode;
 pub mod state;
 
 pub use cookie::Cookie;

@@ -30,9 +30,14 @@ use aya_ebpf::{
 use rseq_common::{
     counters::{CountKey, Counter, Counters},
     health::Health,
+    mode::Mode,
     state::{open_key, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY, TRACED_MAP_CAPACITY},
     Cookie, Event,
 };
+
+/// [`Mode`] as a byte; set by the agent at load time.
+#[no_mangle]
+static MODE: u8 = 0;
 
 /// Counters per (process, section, entry CPU); resized by the agent at load time.
 #[map]
@@ -89,6 +94,11 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
     let pid_tgid = bpf_get_current_pid_tgid();
     let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     let key = open_key(tid, cookie.section);
+    if TRACED.get_ptr(&tgid).is_none() {
+        let _ = TRACED.insert(&tgid, &1, 0);
+    }
+    // SAFETY: a plain read of a global the loader may have rewritten.
+    let mode = Mode::from_u8(unsafe { core::ptr::read_volatile(&MODE) });
     let (cpu, counter) = match cookie.event {
         Event::Entry => {
             // SAFETY: the helper has no preconditions.
@@ -96,19 +106,23 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
             if OPEN.insert(&key, &cpu, 0).is_err() {
                 health(Health::StateInsertFailed);
             }
-            if TRACED.get_ptr(&tgid).is_none() {
-                let _ = TRACED.insert(&tgid, &1, 0);
-            }
             (cpu, Counter::Entries)
         }
         Event::Abort | Event::Cancel => {
-            // SAFETY: the value is a plain u32 copied out at once; a concurrent update of the
-            // same key can only come from this same thread, which is here.
-            let Some(cpu) = (unsafe { OPEN.get(&key) }).copied() else {
-                health(Health::UnmatchedExit);
-                return;
+            let cpu = if mode == Mode::Aborts {
+                // No entry probes: the CPU where it happens.
+                // SAFETY: the helper has no preconditions.
+                unsafe { bpf_get_smp_processor_id() }
+            } else {
+                // SAFETY: the value is a plain u32 copied out at once; a concurrent update of
+                // the same key can only come from this same thread, which is here.
+                let Some(cpu) = (unsafe { OPEN.get(&key) }).copied() else {
+                    health(Health::UnmatchedExit);
+                    return;
+                };
+                let _ = OPEN.remove(&key);
+                cpu
             };
-            let _ = OPEN.remove(&key);
             if cookie.event == Event::Cancel {
                 (cpu, Counter::Cancels)
             } else {

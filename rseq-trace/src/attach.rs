@@ -14,6 +14,7 @@ use aya::{
 use rseq_common::{
     counters::{CountKey, Counters, COUNTS_MAP},
     health::{Health, HEALTH_MAP},
+    mode::{Mode, MODE_GLOBAL},
     state::{DL_PENDING_MAP, TRACED_MAP},
     Cookie, Event,
 };
@@ -41,14 +42,16 @@ const COUNTS_CAPACITY: u32 = 1 << 18;
 pub struct Tracer {
     ebpf: Ebpf,
     probes: usize,
+    pub mode: Mode,
     /// Whether the `rseq_ip_fixup` tracepoint is attached, so kernel restarts are counted.
     pub restarts_counted: bool,
 }
 
 impl Tracer {
-    pub fn load() -> Result<Self, AttachError> {
+    pub fn load(mode: Mode) -> Result<Self, AttachError> {
         preflight()?;
         let mut ebpf = EbpfLoader::new()
+            .override_global(MODE_GLOBAL, &(mode as u8), true)
             .map_max_entries(COUNTS_MAP, COUNTS_CAPACITY)
             .load(EBPF_OBJECT)?;
         uprobe(&mut ebpf)?.load()?;
@@ -63,6 +66,7 @@ impl Tracer {
         Ok(Tracer {
             ebpf,
             probes: 0,
+            mode,
             restarts_counted,
         })
     }
@@ -78,8 +82,10 @@ impl Tracer {
         plan: &ProbePlan,
         all: &[CriticalSection],
     ) -> Result<(), AttachError> {
-        let points = [(plan.entry, Event::Entry), (plan.abort, Event::Abort)]
+        let entry = (self.mode == Mode::Exact).then_some((plan.entry, Event::Entry));
+        let points = entry
             .into_iter()
+            .chain([(plan.abort, Event::Abort)])
             .chain(plan.cancels.iter().map(|a| (*a, Event::Cancel)));
         for (addr, event) in points {
             check_outside(addr, all)?;

@@ -93,6 +93,27 @@ pub struct Output {
     /// Leave the `cpu` label out of the metrics (fewer series on large machines).
     #[arg(long)]
     pub metrics_no_cpu: bool,
+
+    /// What to count: `exact` (every event; a probe on each attempt's hot path) or `aborts`
+    /// (aborts and cancels only, probes off the hot path; entries and commits not counted).
+    #[arg(long, value_enum, default_value_t)]
+    pub mode: ModeArg,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModeArg {
+    #[default]
+    Exact,
+    Aborts,
+}
+
+impl From<ModeArg> for rseq_common::mode::Mode {
+    fn from(m: ModeArg) -> Self {
+        match m {
+            ModeArg::Exact => rseq_common::mode::Mode::Exact,
+            ModeArg::Aborts => rseq_common::mode::Mode::Aborts,
+        }
+    }
 }
 
 #[derive(Debug, Args)]

@@ -9,7 +9,10 @@ use std::{
 };
 
 use aya::programs::uprobe::UProbeScope;
-use rseq_common::counters::{CountKey, Counters};
+use rseq_common::{
+    counters::{CountKey, Counters},
+    mode::Mode,
+};
 use tracing::{info, warn};
 
 use crate::{
@@ -81,7 +84,7 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn start(specs: &[TargetSpec]) -> Result<Self, SessionError> {
+    pub fn start(specs: &[TargetSpec], mode: Mode) -> Result<Self, SessionError> {
         // Check the targets before loading anything, so a typo gets its own message.
         for spec in specs {
             if let TargetSpec::Pid(pid) = spec {
@@ -89,7 +92,7 @@ impl Engine {
             }
         }
         let mut engine = Engine {
-            tracer: Tracer::load()?,
+            tracer: Tracer::load(mode)?,
             sections: Vec::new(),
             objects: HashMap::new(),
             attached: HashSet::new(),
@@ -385,6 +388,11 @@ impl Engine {
     /// Uprobes attached so far.
     pub fn probes(&self) -> usize {
         self.tracer.probes()
+    }
+
+    /// What the probes count.
+    pub fn mode(&self) -> Mode {
+        self.tracer.mode
     }
 
     pub fn restarts_counted(&self) -> bool {

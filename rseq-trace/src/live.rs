@@ -152,7 +152,8 @@ pub fn render(
     }
     let _ = writeln!(
         out,
-        "rseq-trace  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k)  (rates: last tick / ABORT/s* over {}s)",
+        "rseq-trace ({} mode)  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k)  (rates: last tick / ABORT/s* over {}s)",
+        report.mode,
         report.seconds,
         report.keys.len(),
         report.processes.len(),

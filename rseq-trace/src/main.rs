@@ -67,7 +67,7 @@ async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCo
         .map(|p| TargetSpec::Pid(*p))
         .chain(targets.binaries.iter().cloned().map(TargetSpec::Binary))
         .collect();
-    let engine = Arc::new(Mutex::new(Engine::start(&specs)?));
+    let engine = Arc::new(Mutex::new(Engine::start(&specs, out.mode.into())?));
     let report = agent::run(&engine, &out, !targets.binaries.is_empty()).await?;
     drop(engine); // detach every probe before printing
     agent::emit(&report, &out)?;
@@ -78,10 +78,13 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     let child =
         spawn_gated(&args.command).with_context(|| format!("cannot start {}", args.command[0]))?;
     let pid = child.pid;
-    let engine = match Engine::start(&[TargetSpec::Command {
-        pid,
-        exe: child.exe.clone(),
-    }]) {
+    let engine = match Engine::start(
+        &[TargetSpec::Command {
+            pid,
+            exe: child.exe.clone(),
+        }],
+        args.output.mode.into(),
+    ) {
         Ok(e) => e,
         Err(e) => {
             // Never leave the stopped child behind.

@@ -15,7 +15,7 @@ use prometheus::{
     proto::MetricFamily,
     Encoder, GaugeVec, IntCounterVec, IntGaugeVec, Opts, TextEncoder,
 };
-use rseq_common::health::Health;
+use rseq_common::{health::Health, mode::Mode};
 
 use crate::{counts::Tally, engine::Engine};
 
@@ -111,7 +111,11 @@ impl Exporter {
             ("rseq_kernel_restarts_total", "Aborts caused by the kernel (preemption, migration, signal), from the rseq_ip_fixup tracepoint.", |t| t.kernel_restarts),
         ];
         let mut families = Vec::new();
+        let exact = engine.mode() == Mode::Exact;
         for (name, help, value) in counters {
+            if !exact && (name == "rseq_entries_total" || name == "rseq_commits_total") {
+                continue; // not counted in aborts mode: absent rather than a false zero
+            }
             let Ok(vec) = IntCounterVec::new(Opts::new(name, help), &names) else {
                 continue;
             };

@@ -3,13 +3,15 @@
 
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
-use rseq_common::health::Health;
+use rseq_common::{health::Health, mode::Mode};
 use serde::Serialize;
 
 use crate::{counts::Snapshot, counts::Tally, engine::Engine, probe_points::ProbePlan};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
+    /// `exact`, or `aborts` (entries and commits not counted: reported as 0).
+    pub mode: &'static str,
     /// Seconds the probes were attached.
     pub seconds: f64,
     /// Whether kernel restarts were counted (the rseq_ip_fixup tracepoint was available).
@@ -133,6 +135,10 @@ impl Report {
             })
             .collect();
         Report {
+            mode: match engine.mode() {
+                Mode::Exact => "exact",
+                Mode::Aborts => "aborts",
+            },
             seconds: elapsed.as_secs_f64(),
             kernel_restarts_counted: engine.restarts_counted(),
             keys: keys.into_values().collect(),
@@ -161,19 +167,26 @@ impl Report {
             "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
             "KEY", "ENTRIES", "COMMITS", "ABORTS", "KERNEL", "CANCELS", "ABORT%"
         );
+        let counted = self.mode == "exact";
         for k in &self.keys {
             let t = &k.total;
+            let (entries, commits, ratio) = if counted {
+                (
+                    t.entries.to_string(),
+                    t.commits.to_string(),
+                    format!("{:.2}%", 100.0 * k.abort_ratio),
+                )
+            } else {
+                ("-".into(), "-".into(), "-".into())
+            };
             let _ = writeln!(
                 out,
-                "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>6.2}%",
-                k.key,
-                t.entries,
-                t.commits,
-                t.aborts,
-                t.kernel_restarts,
-                t.cancels,
-                100.0 * k.abort_ratio
+                "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
+                k.key, entries, commits, t.aborts, t.kernel_restarts, t.cancels, ratio
             );
+        }
+        if !counted {
+            let _ = writeln!(out, "(mode aborts: entries and commits are not counted)");
         }
         for s in self.sections.iter().filter(|s| s.refused.is_some()) {
             let _ = writeln!(

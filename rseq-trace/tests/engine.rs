@@ -215,3 +215,59 @@ fn follows_exec_into_a_program_with_sections() {
     let (aborts, cancels) = assert_exact(&truth, &traced);
     assert!(aborts > 0 && cancels > 0);
 }
+
+#[test]
+fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
+    let summary =
+        std::env::temp_dir().join(format!("rseq-trace-aborts-{}.json", std::process::id()));
+    let out = Command::new(trace_bin())
+        .args([
+            "run",
+            "--mode",
+            "aborts",
+            "--json",
+            "--output",
+            summary.to_str().unwrap(),
+            "--",
+        ])
+        .arg(workload_bin())
+        .args(provoking("2", "3000"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    fs::remove_file(&summary).unwrap();
+    assert_eq!(traced["mode"], "aborts");
+    let exe = fs::canonicalize(workload_bin())
+        .unwrap()
+        .display()
+        .to_string();
+    let (mut aborts, mut cancels) = (0, 0);
+    for t in truth["sections"].as_object().unwrap().values() {
+        let function = t["function"].as_str().unwrap();
+        let s = traced["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| {
+                s["object"] == exe.as_str() && s["name"].as_str().unwrap().starts_with(function)
+            })
+            .unwrap();
+        assert_eq!(count(s, "aborts"), count(t, "aborts"), "{function} aborts");
+        assert_eq!(
+            count(s, "cancels"),
+            count(t, "cancels"),
+            "{function} cancels"
+        );
+        assert_eq!(count(s, "entries"), 0, "no entry probes in aborts mode");
+        assert!(s["probes"]["entry"].is_u64());
+        aborts += count(t, "aborts");
+        cancels += count(t, "cancels");
+    }
+    assert!(aborts > 0 && cancels > 0);
+}
