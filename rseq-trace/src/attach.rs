@@ -179,6 +179,16 @@ impl Tracer {
         })
     }
 
+    /// The processes the probes have seen (or that were registered), without reading counters.
+    pub fn traced_processes(&self) -> Result<Vec<u32>, AttachError> {
+        let traced: HashMap<&MapData, u32, u8> = HashMap::try_from(
+            self.ebpf
+                .map(TRACED_MAP)
+                .ok_or(AttachError::Missing("TRACED map"))?,
+        )?;
+        Ok(traced.keys().filter_map(Result::ok).collect())
+    }
+
     /// Drops a process that exited from the maps (its counts are kept by the caller).
     pub fn forget_process(&mut self, tgid: u32, keys: &[CountKey]) -> Result<(), AttachError> {
         let mut counts: HashMap<_, CountKey, Counters> = HashMap::try_from(

@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     num::NonZeroU32,
     path::{Path, PathBuf},
+    time::{Duration, Instant},
 };
 
 use aya::programs::uprobe::UProbeScope;
@@ -81,7 +82,11 @@ pub struct Engine {
     /// Final counts of processes that exited and were removed from the maps.
     finished: BTreeMap<CountKey, Counters>,
     exited: HashSet<u32>,
+    last_rescan: Instant,
 }
+
+/// How often followed processes' mappings are re-read besides the loader hook.
+const RESCAN_PERIOD: Duration = Duration::from_secs(1);
 
 impl Engine {
     pub fn start(specs: &[TargetSpec], mode: Mode) -> Result<Self, SessionError> {
@@ -104,6 +109,7 @@ impl Engine {
             processes: BTreeMap::new(),
             finished: BTreeMap::new(),
             exited: HashSet::new(),
+            last_rescan: Instant::now(),
         };
         // System-wide files first, so a process also named by pid is not probed twice.
         for spec in specs {
@@ -336,33 +342,47 @@ impl Engine {
     /// system-wide probes.
     pub fn refresh(&mut self) -> Result<(), SessionError> {
         self.release_dl_pending()?;
-        for pid in self.followed.clone() {
-            if target::is_alive(pid) {
-                self.rescan(pid)?;
+        // The loader hook catches dlopen and exec as they happen; this slower rescan is the
+        // safety net for what it cannot see (a static executable exec'd, say).
+        if self.last_rescan.elapsed() >= RESCAN_PERIOD {
+            self.last_rescan = Instant::now();
+            for pid in self.followed.clone() {
+                if target::is_alive(pid) {
+                    self.rescan(pid)?;
+                }
             }
         }
-        let snapshot = self.tracer.snapshot()?;
-        for pid in &snapshot.processes {
+        let seen = self.tracer.traced_processes()?;
+        for pid in &seen {
             if !self.processes.contains_key(pid) {
                 let comm = target::comm(*pid).unwrap_or_else(|| "?".to_owned());
                 info!("tracing pid {pid} ({comm})");
                 self.processes.insert(*pid, comm);
             }
         }
-        for pid in snapshot.processes.iter().chain(&self.followed.clone()) {
-            if !self.exited.contains(pid) && !target::is_alive(*pid) {
-                self.exited.insert(*pid);
-                let keys: Vec<CountKey> = snapshot
-                    .counts
-                    .keys()
-                    .filter(|k| k.tgid == *pid)
-                    .copied()
-                    .collect();
-                for k in &keys {
-                    self.finished.insert(*k, snapshot.counts[k]);
-                }
-                self.tracer.forget_process(*pid, &keys)?;
+        let gone: Vec<u32> = seen
+            .iter()
+            .chain(&self.followed)
+            .filter(|p| !self.exited.contains(p) && !target::is_alive(**p))
+            .copied()
+            .collect();
+        if gone.is_empty() {
+            return Ok(());
+        }
+        // Only now read every counter: keep the final counts of the processes that exited.
+        let snapshot = self.tracer.snapshot()?;
+        for pid in gone {
+            self.exited.insert(pid);
+            let keys: Vec<CountKey> = snapshot
+                .counts
+                .keys()
+                .filter(|k| k.tgid == pid)
+                .copied()
+                .collect();
+            for k in &keys {
+                self.finished.insert(*k, snapshot.counts[k]);
             }
+            self.tracer.forget_process(pid, &keys)?;
         }
         Ok(())
     }
