@@ -78,6 +78,12 @@ pub fn rseq_dl_change(_ctx: ProbeContext) -> u32 {
     0
 }
 
+/// Does nothing: the floor that `bench/` compares `rseq_event`'s cost per hit against.
+#[uprobe]
+pub fn rseq_empty(_ctx: ProbeContext) -> u32 {
+    0
+}
+
 #[uprobe]
 pub fn rseq_event(ctx: ProbeContext) -> u32 {
     // SAFETY: the helper only reads the cookie of the link that fired.

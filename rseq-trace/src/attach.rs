@@ -28,7 +28,7 @@ use crate::{
 };
 
 /// The eBPF object built from `rseq-trace-ebpf` by build.rs.
-static EBPF_OBJECT: &[u8] =
+pub(crate) static EBPF_OBJECT: &[u8] =
     aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/rseq-trace-ebpf"));
 const UPROBE_PROGRAM: &str = "rseq_event";
 const RESTART_PROGRAM: &str = "rseq_ip_fixup";
