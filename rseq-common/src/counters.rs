@@ -19,10 +19,15 @@ pub enum Counter {
     /// `rseq_ip_fixup` tracepoint just before the abort handler ran. The rest of the aborts
     /// are the section's own CPU-mismatch branch.
     KernelRestarts = 3,
+    /// Sampled mode: aborts that happened while a sampling window was open, the reference
+    /// that entries counted in the same windows are extrapolated from.
+    WindowAborts = 4,
+    /// Sampled mode: cancels that happened while a sampling window was open.
+    WindowCancels = 5,
 }
 
 impl Counter {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 6;
 }
 
 /// Key of the counter map.

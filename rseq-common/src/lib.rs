@@ -10,6 +10,7 @@ pub mod event;
 pub mod health;
 pub mod mode;
 pub mod state;
+pub mod window;
 
 pub use cookie::Cookie;
 pub use event::Event;

@@ -13,6 +13,9 @@ pub enum Mode {
     /// Only aborts and cancels (probes off the hot path, plus the kernel-restart tracepoint);
     /// counted on the CPU where they happen. Entries and commits are not counted.
     Aborts = 1,
+    /// Aborts and cancels exact, as in `Aborts`; entry probes attached only for short windows
+    /// (see [`crate::window`]), entries and commits extrapolated from them.
+    Sampled = 2,
 }
 
 impl Mode {
@@ -20,6 +23,7 @@ impl Mode {
     pub const fn from_u8(v: u8) -> Mode {
         match v {
             1 => Mode::Aborts,
+            2 => Mode::Sampled,
             _ => Mode::Exact,
         }
     }

@@ -32,6 +32,7 @@ use rseq_common::{
     health::Health,
     mode::Mode,
     state::{open_key, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY, TRACED_MAP_CAPACITY},
+    window::Slot,
     Cookie, Event,
 };
 
@@ -63,7 +64,13 @@ static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY,
 #[map]
 static DL_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY, 0);
 
+/// Sampled mode's window gate and the entry hits it let through, indexed by [`Slot`].
+#[map]
+static WINDOW: Array<u64> = Array::with_max_entries(Slot::COUNT, 0);
+
 const SIGSTOP: u32 = 19;
+/// How far after abort_ip the abort probe may sit (the x86-64 ABORT marker's nop is at +5).
+const MAX_ABORT_PROBE_OFFSET: u64 = 16;
 
 /// On the dynamic loader's `_dl_debug_state`, called after it changed the list of loaded
 /// objects and before any code of a new one runs: stop the process until the agent has
@@ -105,6 +112,9 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
     }
     // SAFETY: a plain read of a global the loader may have rewritten.
     let mode = Mode::from_u8(unsafe { core::ptr::read_volatile(&MODE) });
+    if mode == Mode::Sampled {
+        return on_sampled_event(ctx, cookie, tgid, tid);
+    }
     let (cpu, counter) = match cookie.event {
         Event::Entry => {
             // SAFETY: the helper has no preconditions.
@@ -142,6 +152,43 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
     add(tgid, cookie.section, cpu, counter);
 }
 
+/// Sampled mode: every event at the CPU where it happens (no per-thread state on the hot
+/// path); entries only while the window is open, aborts and cancels always, and also in the
+/// window counters while it is open.
+#[inline(always)]
+fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
+    // SAFETY: the helper has no preconditions.
+    let cpu = unsafe { bpf_get_smp_processor_id() };
+    let open = WINDOW.get(Slot::Open as u32).is_some_and(|v| *v != 0);
+    match cookie.event {
+        Event::Entry => {
+            // Every hit is a cost, counted or not.
+            if let Some(p) = WINDOW.get_ptr_mut(Slot::Hits as u32) {
+                // SAFETY: `p` points into a live map value of 8 aligned bytes.
+                unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
+            }
+            if open {
+                add(tgid, cookie.section, cpu, Counter::Entries);
+            }
+        }
+        Event::Abort => {
+            if kernel_restarted(ctx, tid) {
+                add(tgid, cookie.section, cpu, Counter::KernelRestarts);
+            }
+            add(tgid, cookie.section, cpu, Counter::Aborts);
+            if open {
+                add(tgid, cookie.section, cpu, Counter::WindowAborts);
+            }
+        }
+        Event::Cancel => {
+            add(tgid, cookie.section, cpu, Counter::Cancels);
+            if open {
+                add(tgid, cookie.section, cpu, Counter::WindowCancels);
+            }
+        }
+    }
+}
+
 /// Whether the kernel sent this thread to the abort handler being probed (rather than the
 /// section's own CPU-mismatch branch jumping there).
 #[inline(always)]
@@ -152,8 +199,9 @@ fn kernel_restarted(ctx: &ProbeContext, tid: u32) -> bool {
     };
     let _ = RESTART.remove(&tid);
     let ip = instruction_pointer(ctx);
-    // The uprobe reports the probed address, or the address after its breakpoint byte.
-    if ip == target || ip == target + 1 {
+    // The probe is on abort_ip or on the ABORT marker's nop just after it; the uprobe reports
+    // the probed address, or the address after its breakpoint byte.
+    if ip >= target && ip - target <= MAX_ABORT_PROBE_OFFSET {
         true
     } else {
         health(Health::RestartUnclaimed);

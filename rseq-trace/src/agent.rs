@@ -8,12 +8,13 @@ use std::{
 };
 
 use anyhow::Context as _;
+use rseq_common::mode::Mode;
 use rseq_trace::{
     engine::Engine,
     live::{self, Rates, Series},
     metrics::{Exporter, ProcessLabels},
     report::Report,
-    serve,
+    sampling, serve,
 };
 use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{signal, SignalKind};
@@ -47,6 +48,8 @@ pub async fn run(
         }
         None => None,
     };
+    let _sampler = (lock_mode(shared)? == Mode::Sampled)
+        .then(|| AbortOnDrop(tokio::spawn(sampling::run(shared.clone(), out.budget))));
     let lock = || {
         shared
             .lock()
@@ -103,7 +106,14 @@ pub async fn run(
     Ok(Report::new(&engine, &snapshot, started.elapsed()))
 }
 
-/// Stops the metrics server when the agent loop ends.
+fn lock_mode(shared: &Arc<Mutex<Engine>>) -> anyhow::Result<Mode> {
+    Ok(shared
+        .lock()
+        .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?
+        .mode())
+}
+
+/// Stops a background task (metrics server, sampler) when the agent loop ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

@@ -94,17 +94,28 @@ pub struct Output {
     #[arg(long)]
     pub metrics_no_cpu: bool,
 
-    /// What to count: `exact` (every event; a probe on each attempt's hot path) or `aborts`
-    /// (aborts and cancels only, probes off the hot path; entries and commits not counted).
+    /// What to count, and so what the traced program pays (docs/BENCHMARKS.md).
     #[arg(long, value_enum, default_value_t)]
     pub mode: ModeArg,
+
+    /// Sampled mode: the share of the traced threads' CPU time the entry probes may cost, in
+    /// percent.
+    #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_percent)]
+    pub budget: f64,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum ModeArg {
-    #[default]
+    /// Every event exact: a probe on each attempt's entry (cheap on marker nops, a trap
+    /// otherwise).
     Exact,
+    /// Aborts and cancels exact, probes off the hot path; entries and commits not counted.
+    /// The default: affordable in production.
+    #[default]
     Aborts,
+    /// Aborts and cancels exact; entry probes attached for short windows within --budget,
+    /// entries and commits extrapolated and marked as estimates.
+    Sampled,
 }
 
 impl From<ModeArg> for rseq_common::mode::Mode {
@@ -112,6 +123,7 @@ impl From<ModeArg> for rseq_common::mode::Mode {
         match m {
             ModeArg::Exact => rseq_common::mode::Mode::Exact,
             ModeArg::Aborts => rseq_common::mode::Mode::Aborts,
+            ModeArg::Sampled => rseq_common::mode::Mode::Sampled,
         }
     }
 }
@@ -146,4 +158,11 @@ fn parse_seconds(s: &str) -> Result<Duration, String> {
         .parse()
         .map_err(|_| format!("not a number of seconds: {s}"))?;
     Duration::try_from_secs_f64(secs).map_err(|e| e.to_string())
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
+        _ => Err(format!("not a percentage in (0, 100]: {s}")),
+    }
 }

@@ -9,6 +9,8 @@ use rseq_common::{
 };
 use serde::Serialize;
 
+use crate::estimate::Estimate;
+
 /// Counts of attempts: of one section or key, on one CPU (the CPU attempts entered on), or in
 /// total.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
@@ -20,6 +22,14 @@ pub struct Tally {
     /// The part of `aborts` the kernel caused (preemption, migration, signal); the rest is the
     /// section's own CPU-mismatch branch.
     pub kernel_restarts: u64,
+    /// Sampled mode: aborts and cancels while a window was open (the extrapolation's reference).
+    #[serde(skip)]
+    pub window_aborts: u64,
+    #[serde(skip)]
+    pub window_cancels: u64,
+    /// Sampled mode: `entries` and `commits` are then estimates; this says how good.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub estimate: Option<Estimate>,
 }
 
 impl Tally {
@@ -36,15 +46,39 @@ impl Tally {
             aborts,
             cancels,
             kernel_restarts: c.get(Counter::KernelRestarts),
+            window_aborts: c.get(Counter::WindowAborts),
+            window_cancels: c.get(Counter::WindowCancels),
+            estimate: None,
         }
     }
 
+    /// Adds raw counts (estimates are made from sums, never summed).
     pub fn add(&mut self, o: &Tally) {
         self.entries += o.entries;
         self.commits += o.commits;
         self.aborts += o.aborts;
         self.cancels += o.cancels;
         self.kernel_restarts += o.kernel_restarts;
+        self.window_aborts += o.window_aborts;
+        self.window_cancels += o.window_cancels;
+    }
+
+    /// Whether anything was counted (entries are not, in aborts mode).
+    pub fn seen(&self) -> bool {
+        self.entries > 0 || self.aborts > 0 || self.cancels > 0
+    }
+
+    /// The counts as read from the maps, before any extrapolation.
+    pub fn raw(&self) -> Tally {
+        match self.estimate {
+            None => *self,
+            Some(e) => Tally {
+                entries: e.sampled_entries,
+                commits: 0,
+                estimate: None,
+                ..*self
+            },
+        }
     }
 
     /// Aborts per entered attempt; 0 when nothing was entered.
@@ -64,6 +98,9 @@ impl Tally {
             aborts: self.aborts.saturating_sub(earlier.aborts),
             cancels: self.cancels.saturating_sub(earlier.cancels),
             kernel_restarts: self.kernel_restarts.saturating_sub(earlier.kernel_restarts),
+            window_aborts: self.window_aborts.saturating_sub(earlier.window_aborts),
+            window_cancels: self.window_cancels.saturating_sub(earlier.window_cancels),
+            estimate: None,
         }
     }
 }
@@ -108,7 +145,7 @@ mod tests {
     use super::*;
 
     fn counters(e: u64, a: u64, c: u64, k: u64) -> Counters {
-        Counters([e, a, c, k])
+        Counters([e, a, c, k, 0, 0])
     }
 
     #[test]

@@ -21,6 +21,7 @@ use crate::{
     counts::Snapshot,
     error::{SessionError, TableError, TargetError},
     probe_points::{self, ProbePlan},
+    sampling::SamplingStats,
     symbolize,
     table::{self, elf::ElfImage, CriticalSection},
     target::{self, FileId, Target},
@@ -83,6 +84,8 @@ pub struct Engine {
     finished: BTreeMap<CountKey, Counters>,
     exited: HashSet<u32>,
     last_rescan: Instant,
+    /// What sampled mode's windows did so far.
+    pub sampling: SamplingStats,
 }
 
 /// How often followed processes' mappings are re-read besides the loader hook.
@@ -110,6 +113,7 @@ impl Engine {
             finished: BTreeMap::new(),
             exited: HashSet::new(),
             last_rescan: Instant::now(),
+            sampling: SamplingStats::default(),
         };
         // System-wide files first, so a process also named by pid is not probed twice.
         for spec in specs {
@@ -322,18 +326,13 @@ impl Engine {
             None => UProbeScope::AllProcesses,
         };
         let object = &self.objects[&id];
-        for section_id in &object.ids {
-            if let Ok(plan) = &self.sections[*section_id as usize].plan {
-                self.tracer.attach(
-                    probe_path,
-                    scope,
-                    &object.image,
-                    *section_id,
-                    plan,
-                    &object.found,
-                )?;
-            }
-        }
+        let plans: Vec<(u32, &ProbePlan)> = object
+            .ids
+            .iter()
+            .filter_map(|id| Some((*id, self.sections[*id as usize].plan.as_ref().ok()?)))
+            .collect();
+        self.tracer
+            .attach_object(probe_path, scope, &object.image, &plans, &object.found)?;
         Ok(())
     }
 
@@ -417,6 +416,26 @@ impl Engine {
 
     pub fn restarts_counted(&self) -> bool {
         self.tracer.restarts_counted
+    }
+
+    /// The tracer, for sampled mode's windows.
+    pub fn tracer_mut(&mut self) -> &mut Tracer {
+        &mut self.tracer
+    }
+
+    /// Processes with probes that are still alive: whose CPU time sampled mode budgets against.
+    pub fn live_processes(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .tracer
+            .traced_processes()
+            .unwrap_or_default()
+            .into_iter()
+            .chain(self.followed.iter().copied())
+            .filter(|p| !self.exited.contains(p))
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
     }
 }
 

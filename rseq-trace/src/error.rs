@@ -51,6 +51,13 @@ pub enum AttachError {
     InsideSection { addr: u64, start: u64, end: u64 },
     #[error("{addr:#x} is not in any loadable segment of {path}")]
     NotMapped { addr: u64, path: PathBuf },
+    #[error("preparing uprobe multi links failed: {0}")]
+    Multi(String),
+    #[error("attaching probes to {path} failed: {source}")]
+    Link {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Starting a tracing session: any of the above, or a target with nothing to trace.

@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{counts::Tally, report::Report};
+use crate::{counts::Tally, estimate, report::Report};
 
 /// What the live table is sorted by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -61,6 +61,9 @@ pub struct Rate {
     pub commits: f64,
     pub aborts: f64,
     pub cancels: f64,
+    /// Sampled mode: ± per second around `entries` and `commits` (they are estimates); `None`
+    /// when no abort or cancel was seen in a window yet, entries are then only those counted.
+    pub estimate: Option<Option<f64>>,
 }
 
 impl Rates {
@@ -111,15 +114,19 @@ fn rate(
         return Rate::default();
     }
     let zero = Tally::default();
-    let d = b
-        .get(key)
-        .unwrap_or(&zero)
-        .since(a.get(key).unwrap_or(&zero));
+    let later = b.get(key).unwrap_or(&zero);
+    let mut d = later.raw().since(&a.get(key).unwrap_or(&zero).raw());
+    if later.estimate.is_some() {
+        d = estimate::extrapolate(&d);
+    } else {
+        d.commits = d.entries.saturating_sub(d.aborts).saturating_sub(d.cancels);
+    }
     Rate {
         entries: d.entries as f64 / secs,
         commits: d.commits as f64 / secs,
         aborts: d.aborts as f64 / secs,
         cancels: d.cancels as f64 / secs,
+        estimate: d.estimate.map(|e| e.uncertainty.map(|u| u as f64 / secs)),
     }
 }
 
@@ -152,7 +159,7 @@ pub fn render(
     }
     let _ = writeln!(
         out,
-        "rseq-trace ({} mode)  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k)  (rates: last tick / ABORT/s* over {}s)",
+        "rseq-trace ({} mode)  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k)  (rates: last tick; ABORT/s* and ~estimates over {}s)",
         report.mode,
         report.seconds,
         report.keys.len(),
@@ -172,12 +179,20 @@ pub fn render(
             .filter(|(_, t)| t.aborts > 0)
             .map(|(cpu, t)| format!("{cpu}:{}", t.aborts))
             .collect();
+        // Sampled estimates need many windows: shown over the whole window, marked.
+        let (entries, commits) = match win.estimate {
+            None => (
+                format!("{:.0}", last.entries),
+                format!("{:.0}", last.commits),
+            ),
+            Some(u) => (estimated(win.entries, u), estimated(win.commits, u)),
+        };
         let _ = writeln!(
             out,
-            "{:<width$}  {:>10.0}  {:>10.0}  {:>9.1}  {:>9.1}  {:>9.1}  {:>6.2}%  {}",
+            "{:<width$}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>6.2}%  {}",
             k.key,
-            last.entries,
-            last.commits,
+            entries,
+            commits,
             last.aborts,
             win.aborts,
             last.cancels,
@@ -209,6 +224,14 @@ pub fn render(
         let _ = writeln!(out, "{}", per_process.join("  |  "));
     }
     out
+}
+
+/// A rate that is an estimate: `~N±U`, or `>=N` when it cannot be extrapolated yet.
+fn estimated(value: f64, uncertainty: Option<f64>) -> String {
+    match uncertainty {
+        Some(u) => format!("~{value:.0}±{u:.0}"),
+        None => format!(">={value:.0}"),
+    }
 }
 
 /// Single keys typed at the live view (a terminal in cbreak mode, restored on drop): `a`, `e`,

@@ -17,10 +17,12 @@ use prometheus::{
 };
 use rseq_common::{health::Health, mode::Mode};
 
-use crate::{counts::Tally, engine::Engine};
+use crate::{counts::Tally, engine::Engine, sampling::SamplingStats};
 
 /// A counter family: name, help text, and the tally field it exports.
 type CounterSpec = (&'static str, &'static str, fn(&Tally) -> u64);
+/// A gauge family, likewise.
+type GaugeSpec = (&'static str, &'static str, fn(&Tally) -> f64);
 
 /// How processes appear in the labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -114,7 +116,7 @@ impl Exporter {
         let exact = engine.mode() == Mode::Exact;
         for (name, help, value) in counters {
             if !exact && (name == "rseq_entries_total" || name == "rseq_commits_total") {
-                continue; // not counted in aborts mode: absent rather than a false zero
+                continue; // not counted (or estimated): absent rather than a false figure
             }
             let Ok(vec) = IntCounterVec::new(Opts::new(name, help), &names) else {
                 continue;
@@ -124,6 +126,9 @@ impl Exporter {
                 vec.with_label_values(&labels).inc_by(value(tally));
             }
             families.extend(vec.collect());
+        }
+        if engine.mode() == Mode::Sampled {
+            families.extend(estimate_families(&series, &names));
         }
         let unattributed = IntCounterVec::new(
             Opts::new(
@@ -198,6 +203,9 @@ impl Exporter {
                 .inc_by(self.read_errors.load(Ordering::Relaxed));
             families.extend(c.collect());
         }
+        if engine.mode() == Mode::Sampled {
+            families.extend(sampling_families(&engine.sampling));
+        }
         if let Ok(g) = GaugeVec::new(
             Opts::new(
                 "rseq_trace_scrape_duration_seconds",
@@ -228,6 +236,85 @@ impl Collector for Exporter {
         families.extend(self.section_families(&engine));
         families
     }
+}
+
+/// Sampled mode: the extrapolated entries and commits, as gauges (an estimate may go down as
+/// windows add evidence, which a counter must never do), their uncertainty, and the exact count
+/// of entries seen in windows.
+fn estimate_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> Vec<MetricFamily> {
+    let mut families = Vec::new();
+    let gauges: [GaugeSpec; 3] = [
+        ("rseq_entries_estimated", "Sampled mode: estimated attempts entered since tracing began (extrapolated from sampling windows by the exact aborts and cancels).", |t| t.entries as f64),
+        ("rseq_commits_estimated", "Sampled mode: estimated attempts committed since tracing began.", |t| t.commits as f64),
+        ("rseq_estimate_uncertainty", "Sampled mode: half-width (3 standard errors) of the interval around rseq_entries_estimated and rseq_commits_estimated; NaN when no abort or cancel was seen in a window yet.", |t| {
+            t.estimate.and_then(|e| e.uncertainty).map_or(f64::NAN, |u| u as f64)
+        }),
+    ];
+    let estimated: Vec<(Vec<&str>, Tally)> = series
+        .iter()
+        .map(|(labels, raw)| {
+            (
+                labels.iter().map(String::as_str).collect(),
+                crate::estimate::extrapolate(raw),
+            )
+        })
+        .collect();
+    for (name, help, value) in gauges {
+        if let Ok(vec) = GaugeVec::new(Opts::new(name, help), names) {
+            for (labels, t) in &estimated {
+                vec.with_label_values(labels).set(value(t));
+            }
+            families.extend(vec.collect());
+        }
+    }
+    if let Ok(vec) = IntCounterVec::new(
+        Opts::new(
+            "rseq_sampled_entries_total",
+            "Sampled mode: attempts entered while a sampling window was open (exact).",
+        ),
+        names,
+    ) {
+        for (labels, raw) in series {
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            vec.with_label_values(&labels).inc_by(raw.entries);
+        }
+        families.extend(vec.collect());
+    }
+    families
+}
+
+/// Sampled mode's windows and their estimated cost.
+fn sampling_families(stats: &SamplingStats) -> Vec<MetricFamily> {
+    let mut families = Vec::new();
+    let specs: [(&str, &str, f64); 4] = [
+        (
+            "rseq_trace_sampling_windows_total",
+            "Sampling windows opened.",
+            stats.windows as f64,
+        ),
+        (
+            "rseq_trace_sampling_window_seconds_total",
+            "Time sampling windows were open.",
+            stats.window_seconds,
+        ),
+        (
+            "rseq_trace_sampling_probe_cost_seconds_total",
+            "Estimated CPU time the entry probes cost the traced threads.",
+            stats.probe_cost_seconds,
+        ),
+        (
+            "rseq_trace_sampling_traced_cpu_seconds_total",
+            "CPU time the traced processes used while sampled (the budget's base).",
+            stats.traced_cpu_seconds,
+        ),
+    ];
+    for (name, help, value) in specs {
+        if let Ok(c) = prometheus::CounterVec::new(Opts::new(name, help), &[]) {
+            c.with_label_values::<&str>(&[]).inc_by(value);
+            families.extend(c.collect());
+        }
+    }
+    families
 }
 
 /// A short, stable class of a refusal, for the `reason` label.

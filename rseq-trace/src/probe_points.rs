@@ -9,20 +9,25 @@ use crate::{
     error::AttachError,
     table::{
         elf::{Arch, ElfImage},
-        CriticalSection,
+        markers, CriticalSection,
     },
 };
 
 /// The probe points of one section, all outside every section.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct ProbePlan {
-    /// The store of the descriptor address into `rseq->rseq_cs`, ending at start_ip. Every
-    /// attempt passes it exactly once, and a preemption right after it aborts correctly.
+    /// Where attempts are counted: the section's START marker (a 5-byte nop the kernel turns
+    /// into a call, about 20 times cheaper than a trap) or else the store of the descriptor
+    /// address into `rseq->rseq_cs`, ending at start_ip. Every attempt passes it exactly once,
+    /// and a preemption right after it aborts correctly.
     pub entry: u64,
-    /// abort_ip: the kernel's restart target and the section's own CPU-mismatch branch.
+    /// abort_ip, or the ABORT marker right after it: the kernel's restart target and the
+    /// section's own CPU-mismatch branch.
     pub abort: u64,
-    /// Exit points: each counts a cancel.
+    /// Exit points (or their cancel markers): each counts a cancel.
     pub cancels: Vec<u64>,
+    /// Whether the probes sit on marker nops (the cheap kind).
+    pub on_markers: bool,
 }
 
 impl ProbePlan {
@@ -40,14 +45,17 @@ pub fn plan(
     cs: &CriticalSection,
     all: &[CriticalSection],
 ) -> Result<ProbePlan, String> {
-    let entry = match image.arch {
-        Arch::X86_64 => x86_64_store_before(image, cs.start_ip)?,
-        Arch::Aarch64 => aarch64_store_before(image, cs.start_ip)?,
-    };
-    let plan = ProbePlan {
-        entry,
-        abort: cs.abort_ip,
-        cancels: cs.exits.clone(),
+    let plan = match marker_plan(image.arch, cs) {
+        Some(plan) => plan,
+        None => ProbePlan {
+            entry: match image.arch {
+                Arch::X86_64 => x86_64_store_before(image, cs.start_ip)?,
+                Arch::Aarch64 => aarch64_store_before(image, cs.start_ip)?,
+            },
+            abort: cs.abort_ip,
+            cancels: cs.exits.clone(),
+            on_markers: false,
+        },
     };
     for addr in plan.addresses() {
         check_outside(addr, all).map_err(|e| e.to_string())?;
@@ -56,6 +64,30 @@ pub fn plan(
         }
     }
     Ok(plan)
+}
+
+/// The probes on the section's markers, when the markers cover every point to probe: START
+/// (straight-line code to the descriptor store, by the marker contract), ABORT after RSEQ_SIG,
+/// and a cancel marker at every exit. Mixing marker and non-marker points would be fine for
+/// counting, but all-or-nothing keeps a plan's cost easy to state.
+fn marker_plan(arch: Arch, cs: &CriticalSection) -> Option<ProbePlan> {
+    let m = &cs.markers;
+    let cancels = cs
+        .exits
+        .iter()
+        .map(|exit| {
+            m.cancels
+                .iter()
+                .copied()
+                .find(|ip| *ip == exit + markers::probe_offset(arch))
+        })
+        .collect::<Option<Vec<u64>>>()?;
+    Some(ProbePlan {
+        entry: m.start?,
+        abort: m.abort?,
+        cancels,
+        on_markers: true,
+    })
 }
 
 /// The guard: refuses any address inside any critical section.

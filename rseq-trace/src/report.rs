@@ -6,11 +6,15 @@ use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 use rseq_common::{health::Health, mode::Mode};
 use serde::Serialize;
 
-use crate::{counts::Snapshot, counts::Tally, engine::Engine, probe_points::ProbePlan};
+use crate::{
+    counts::Snapshot, counts::Tally, engine::Engine, probe_points::ProbePlan,
+    sampling::SamplingStats,
+};
 
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `exact`, or `aborts` (entries and commits not counted: reported as 0).
+    /// `exact`; `aborts` (entries and commits not counted: reported as 0); or `sampled`
+    /// (entries and commits are estimates, each tally carrying an `estimate` object).
     pub mode: &'static str,
     /// Seconds the probes were attached.
     pub seconds: f64,
@@ -23,6 +27,9 @@ pub struct Report {
     pub processes: Vec<ProcessReport>,
     /// Events the eBPF side could not attribute, by cause (all zero in a clean run).
     pub health: BTreeMap<&'static str, u64>,
+    /// Sampled mode: the windows and what they cost.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sampling: Option<SamplingStats>,
 }
 
 /// A key: the group a marker table names, or a single section.
@@ -67,12 +74,19 @@ pub struct ProcessReport {
 impl Report {
     pub fn new(engine: &Engine, snapshot: &Snapshot, elapsed: Duration) -> Self {
         let key_of = |section: u32| engine.sections.get(section as usize).map(|s| s.key.clone());
-        let per_key = snapshot.group_by(|k| key_of(k.section));
-        let per_key_cpu = snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu)));
-        let per_section = snapshot.group_by(|k| Some(k.section));
-        let per_section_cpu = snapshot.group_by(|k| Some((k.section, k.cpu)));
-        let per_process = snapshot.group_by(|k| Some(k.tgid));
-        let per_process_key = snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key)));
+        let sampled = engine.mode() == Mode::Sampled;
+        let per_key = finish(snapshot.group_by(|k| key_of(k.section)), sampled);
+        let per_key_cpu = finish(
+            snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu))),
+            sampled,
+        );
+        let per_section = finish(snapshot.group_by(|k| Some(k.section)), sampled);
+        let per_section_cpu = finish(snapshot.group_by(|k| Some((k.section, k.cpu))), sampled);
+        let per_process = finish(snapshot.group_by(|k| Some(k.tgid)), sampled);
+        let per_process_key = finish(
+            snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key))),
+            sampled,
+        );
 
         let mut keys: BTreeMap<String, KeyReport> = BTreeMap::new();
         for s in &engine.sections {
@@ -85,7 +99,7 @@ impl Report {
                     total,
                     per_cpu: per_key_cpu
                         .iter()
-                        .filter(|((k, _), t)| *k == s.key && t.entries > 0)
+                        .filter(|((k, _), t)| *k == s.key && t.seen())
                         .map(|((_, cpu), t)| (*cpu, *t))
                         .collect(),
                 })
@@ -111,7 +125,7 @@ impl Report {
                     total,
                     per_cpu: per_section_cpu
                         .iter()
-                        .filter(|((id, _), t)| *id == s.id && t.entries > 0)
+                        .filter(|((id, _), t)| *id == s.id && t.seen())
                         .map(|((_, cpu), t)| (*cpu, *t))
                         .collect(),
                 }
@@ -138,17 +152,19 @@ impl Report {
             mode: match engine.mode() {
                 Mode::Exact => "exact",
                 Mode::Aborts => "aborts",
+                Mode::Sampled => "sampled",
             },
             seconds: elapsed.as_secs_f64(),
             kernel_restarts_counted: engine.restarts_counted(),
             keys: keys.into_values().collect(),
-            per_cpu: snapshot.group_by(|k| Some(k.cpu)),
+            per_cpu: finish(snapshot.group_by(|k| Some(k.cpu)), sampled),
             sections,
             processes,
             health: Health::ALL
                 .iter()
                 .map(|h| (h.name(), snapshot.health[*h as usize]))
                 .collect(),
+            sampling: sampled.then_some(engine.sampling),
         }
     }
 
@@ -167,13 +183,13 @@ impl Report {
             "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
             "KEY", "ENTRIES", "COMMITS", "ABORTS", "KERNEL", "CANCELS", "ABORT%"
         );
-        let counted = self.mode == "exact";
+        let counted = self.mode != "aborts";
         for k in &self.keys {
             let t = &k.total;
             let (entries, commits, ratio) = if counted {
                 (
-                    t.entries.to_string(),
-                    t.commits.to_string(),
+                    shown(t.entries, t),
+                    shown(t.commits, t),
                     format!("{:.2}%", 100.0 * k.abort_ratio),
                 )
             } else {
@@ -187,6 +203,17 @@ impl Report {
         }
         if !counted {
             let _ = writeln!(out, "(mode aborts: entries and commits are not counted)");
+        }
+        if let Some(s) = &self.sampling {
+            let _ = writeln!(
+                out,
+                "(mode sampled: ~ marks estimates, ± is {} standard errors; {} windows, {:.2} s open, probe cost about {:.2}% of the traced threads' CPU time, budget {}%)",
+                crate::estimate::SIGMAS,
+                s.windows,
+                s.window_seconds,
+                100.0 * s.probe_cost_seconds / s.traced_cpu_seconds.max(1e-9),
+                s.budget_percent
+            );
         }
         for s in self.sections.iter().filter(|s| s.refused.is_some()) {
             let _ = writeln!(
@@ -208,8 +235,8 @@ impl Report {
                     "{:>8}  {:<16}  {:>12}  {:>12}  {:>10}  {:>10}",
                     p.pid,
                     p.comm,
-                    p.total.entries,
-                    p.total.commits,
+                    shown(p.total.entries, &p.total),
+                    shown(p.total.commits, &p.total),
                     p.total.aborts,
                     p.total.cancels
                 );
@@ -226,5 +253,27 @@ impl Report {
             );
         }
         out
+    }
+}
+
+/// Extrapolates every tally of a sampled run (each group from its own sums).
+fn finish<G: Ord>(groups: BTreeMap<G, Tally>, sampled: bool) -> BTreeMap<G, Tally> {
+    if !sampled {
+        return groups;
+    }
+    groups
+        .into_iter()
+        .map(|(g, t)| (g, crate::estimate::extrapolate(&t)))
+        .collect()
+}
+
+/// An entries or commits figure, marked `~N±U` when it is an estimate.
+pub fn shown(value: u64, t: &Tally) -> String {
+    match t.estimate {
+        None => value.to_string(),
+        Some(e) => match e.uncertainty {
+            Some(u) => format!("~{value}±{u}"),
+            None => format!(">={value}"),
+        },
     }
 }

@@ -166,6 +166,20 @@ pub fn is_alive(pid: u32) -> bool {
     }
 }
 
+/// CPU time (user + system, all threads) the process has used, in seconds; `None` once it is
+/// gone. Clock-tick resolution (10 ms), which sampled mode's budget accrues over seconds.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // After the comm: state is field 3, utime and stime fields 14 and 15.
+    let (_, rest) = stat.rsplit_once(") ")?;
+    let mut fields = rest.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    Some((utime + stime) as f64 / hz)
+}
+
 /// The process's command name, if it still exists.
 pub fn comm(pid: u32) -> Option<String> {
     fs::read_to_string(format!("/proc/{pid}/comm"))

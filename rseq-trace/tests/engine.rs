@@ -13,8 +13,8 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    assert_exact, assert_process_exact, count, kernel_links, kill, provoking, trace_bin,
-    workload_bin, Lines, Tracer, Workload,
+    assert_exact, assert_process_exact, count, exact_unless_given, kernel_links, kill, provoking,
+    trace_bin, workload_bin, Lines, Tracer, Workload,
 };
 
 fn probes_on_workload() -> usize {
@@ -65,7 +65,13 @@ fn several_pids_at_once_counted_per_process() {
 fn binary_mode_counts_processes_started_after_it() {
     let exe = workload_bin();
     let mut trace = Command::new(trace_bin())
-        .args(["--binary", exe.to_str().unwrap(), "--json"])
+        .args([
+            "--binary",
+            exe.to_str().unwrap(),
+            "--json",
+            "--mode",
+            "exact",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
@@ -139,13 +145,21 @@ fn no_probe_left_and_target_unharmed_however_rseq_trace_ends() {
 
 /// `rseq-trace run --json --output FILE -- ARGS`: (the command's stdout JSON, the summary).
 fn run_traced(args: &[String]) -> (Value, Value) {
+    run_traced_with(&[], args)
+}
+
+/// [`run_traced`] with more rseq-trace options (`--mode exact` unless they choose one).
+fn run_traced_with(options: &[&str], args: &[String]) -> (Value, Value) {
     let summary = std::env::temp_dir().join(format!(
         "rseq-trace-run-{}-{}.json",
         std::process::id(),
         args.len()
     ));
     let out = Command::new(trace_bin())
-        .args(["run", "--json", "--output", summary.to_str().unwrap(), "--"])
+        .args(["run", "--json", "--output", summary.to_str().unwrap()])
+        .args(exact_unless_given(options))
+        .args(options)
+        .arg("--")
         .args(args)
         .output()
         .unwrap();
@@ -270,4 +284,69 @@ fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
         cancels += count(t, "cancels");
     }
     assert!(aborts > 0 && cancels > 0);
+}
+
+/// Sampled mode: entries and commits are estimates whose reported uncertainty covers the
+/// workload's own count; aborts and cancels stay exact. The workload's aborts come from
+/// preemption (4 threads on the CPUs, a delay inside the sections) and its cancels from its
+/// stacks' state: both independent of how fast the probes let it run, which is what the
+/// extrapolation assumes (docs/BENCHMARKS.md).
+#[test]
+fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
+    let args: Vec<String> = [
+        workload_bin().display().to_string(),
+        "--threads".into(),
+        "4".into(),
+        "--delay".into(),
+        "50".into(),
+        "--duration".into(),
+        "8".into(),
+    ]
+    .into();
+    let (truth, traced) = run_traced_with(&["--mode", "sampled", "--budget", "5"], &args);
+    assert_eq!(traced["mode"], "sampled");
+    let sampling = &traced["sampling"];
+    assert!(count(sampling, "windows") >= 3, "{sampling}");
+    let mut estimated = 0;
+    for t in truth["sections"].as_object().unwrap().values() {
+        let function = t["function"].as_str().unwrap();
+        let s = traced["sections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["name"].as_str().unwrap().starts_with(function))
+            .unwrap();
+        assert_eq!(count(s, "aborts"), count(t, "aborts"), "{function} aborts");
+        assert_eq!(
+            count(s, "cancels"),
+            count(t, "cancels"),
+            "{function} cancels"
+        );
+        let estimate = &s["estimate"];
+        assert!(
+            estimate.is_object(),
+            "{function}: entries not marked as an estimate: {s}"
+        );
+        let sampled = count(estimate, "sampled_entries");
+        assert!(
+            sampled > 0 && sampled < count(t, "entries"),
+            "{function}: {estimate}"
+        );
+        match estimate["uncertainty"].as_u64() {
+            Some(u) => {
+                let (est, real) = (count(s, "commits"), count(t, "commits"));
+                eprintln!("{function}: commits ~{est} ± {u}, truth {real}");
+                assert!(
+                    est.abs_diff(real) <= u,
+                    "{function}: commits ~{est} ± {u}, truth {real}"
+                );
+                assert!(u * 4 < real, "{function}: ± {u} says little about {real}");
+                estimated += 1;
+            }
+            // No abort or cancel seen in a window: entries are only a lower bound.
+            None => assert!(count(s, "entries") <= count(t, "entries")),
+        }
+    }
+    // list_push and list_pop cancel often: those two are always extrapolated.
+    assert!(estimated >= 2, "{traced}");
 }

@@ -99,6 +99,8 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     );
     let mut trace = Command::new(trace_bin())
         .args([
+            "--mode",
+            "exact",
             "--pid",
             &long.pid.to_string(),
             "--pid",
@@ -214,6 +216,8 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     // --metrics-no-cpu: the same series without the cpu label.
     let mut lean = Command::new(trace_bin())
         .args([
+            "--mode",
+            "exact",
             "--pid",
             &long_pid.to_string(),
             "--listen",

@@ -10,6 +10,9 @@ use std::{collections::HashSet, fs};
 use rseq_common::{Cookie, Event};
 use support::{is_root, kernel_links, workload_bin, Tracer, Workload};
 
+/// The 5-byte nop of a marker (`nopl 0(%rax,%rax,1)`), which the kernel optimizes into a call.
+const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
+
 /// /proc/PID/maps lines of one file: (start, end, file offset).
 fn file_mappings(pid: u32, path: &str) -> Vec<(u64, u64, u64)> {
     fs::read_to_string(format!("/proc/{pid}/maps"))
@@ -71,8 +74,10 @@ fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
         }
     }
 
-    // And the probes really are at the points that count: per section, an entry probe on the
-    // instruction ending at start_ip (at most 15 bytes before it), one on abort_ip, one per exit.
+    // And the probes really are at the points that count: per section, an entry probe before
+    // start_ip (the descriptor store ending there, or the section's START marker nop a few
+    // instructions earlier), one on abort_ip (or the ABORT marker's nop after it), one per exit
+    // (or its cancel marker's nop).
     let offsets: HashSet<(u64, u8)> = probes
         .iter()
         .map(|p| {
@@ -81,19 +86,40 @@ fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
         })
         .collect();
     assert_eq!(offsets.len(), probes.len(), "duplicate probes: {probes:#?}");
+    let file = fs::read(exe).unwrap();
+    let is_marker_nop = |off: u64| file.get(off as usize..off as usize + 5) == Some(&NOP5[..]);
     let mut expected = 0;
     for d in descriptors {
         let start = at(d, "start_ip");
+        let entry = probes
+            .iter()
+            .find(|p| {
+                p.offset < start
+                    && start - p.offset <= 48
+                    && Cookie::decode(p.cookie).unwrap().event == Event::Entry
+            })
+            .unwrap_or_else(|| panic!("no entry probe before {}: {probes:#?}", d["function"]));
+        // The workload marks counter_add and list_push: their probes are the cheap nops.
+        let marked = d["function"] != "rseq_workload_list_pop";
+        assert_eq!(
+            is_marker_nop(entry.offset),
+            marked,
+            "entry probe of {} at {:#x}",
+            d["function"],
+            entry.offset
+        );
+        if !marked {
+            assert!(start - entry.offset <= 15, "the store ends at start_ip");
+        }
+        let marker_shift = if marked { 5 } else { 0 };
+        let abort = at(d, "abort_ip") + marker_shift;
         assert!(
-            probes.iter().any(|p| p.offset < start
-                && start - p.offset <= 15
-                && Cookie::decode(p.cookie).unwrap().event == Event::Entry),
-            "no entry probe just before {}: {probes:#?}",
+            offsets.contains(&(abort, Event::Abort as u8)),
+            "abort probe of {}",
             d["function"]
         );
-        assert!(offsets.contains(&(at(d, "abort_ip"), Event::Abort as u8)));
         for exit in d["exit_ips"].as_array().unwrap() {
-            let off = to_file_offset(&maps, exit.as_u64().unwrap());
+            let off = to_file_offset(&maps, exit.as_u64().unwrap()) + marker_shift;
             assert!(
                 offsets.contains(&(off, Event::Cancel as u8)),
                 "no cancel probe at {off:#x}"

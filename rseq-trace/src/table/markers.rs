@@ -31,14 +31,20 @@ pub struct Marker {
     pub kind: MarkerKind,
 }
 
+/// Distance from a marker's code to its probe point (the nop): the x86-64 marker moves `rsp`
+/// below the red zone (`lea rsp, [rsp-128]`, 5 bytes) before its nop; aarch64 has only the
+/// `nop`.
+pub fn probe_offset(arch: Arch) -> u64 {
+    match arch {
+        Arch::X86_64 => 5,
+        Arch::Aarch64 => 0,
+    }
+}
+
 impl Marker {
-    /// Where the marker's code begins: the x86-64 marker moves `rsp` below the red zone
-    /// (`lea rsp, [rsp-128]`, 5 bytes) before its nop; aarch64 has only the `nop`.
+    /// Where the marker's code begins (see [`probe_offset`]).
     pub fn code_start(&self, arch: Arch) -> u64 {
-        match arch {
-            Arch::X86_64 => self.ip.wrapping_sub(5),
-            Arch::Aarch64 => self.ip,
-        }
+        self.ip.wrapping_sub(probe_offset(arch))
     }
 
     /// The group's name, or the key's address when its symbol is gone (a stripped file).

@@ -131,6 +131,7 @@ impl Tracer {
                     .flat_map(|p| ["--pid".to_owned(), p.to_string()]),
             )
             .arg("--json")
+            .args(exact_unless_given(extra))
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -144,6 +145,16 @@ impl Tracer {
     /// Waits for rseq-trace to exit and returns its JSON summary.
     pub fn finish(self) -> Value {
         finish_json(self.child, self.stderr, "rseq-trace")
+    }
+}
+
+/// `--mode exact` unless `args` choose a mode: the tests compare every count with ground truth,
+/// and the production default (`aborts`) counts no entries.
+pub fn exact_unless_given(args: &[&str]) -> &'static [&'static str] {
+    if args.contains(&"--mode") {
+        &[]
+    } else {
+        &["--mode", "exact"]
     }
 }
 
