@@ -163,6 +163,13 @@ fn check_library_run(r: &serde_json::Value, lib: &Path, base: u64) {
                 "{function}: {d}"
             );
         }
+        // The library reports its own delay loop too, as offsets inside its section.
+        let off = |k: &str| d[k].as_u64().unwrap_or_else(|| panic!("no {k}: {d}"));
+        let (begin, end) = (off("delay_loop_begin_offset"), off("delay_loop_end_offset"));
+        assert!(
+            0 < begin && begin < end && end < at("post_commit_ip") - at("start_ip"),
+            "{function}: {d}"
+        );
     }
 }
 

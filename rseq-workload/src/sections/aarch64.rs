@@ -4,8 +4,9 @@
 //!
 //! Same shape and labels as the x86-64 version (see there): counter_add and list_push carry
 //! `rseq-marker` markers (a `nop` each, plus a record in `__rseq_markers`), list_pop plain
-//! `nop` anchors. The CPU-mismatch branch is `b.eq` over an unconditional `b` to abort_ip,
-//! because a conditional branch (+-1 MiB) might not reach `__rseq_failure`.
+//! `nop` anchors; the delay loop [8, 7) is `subs; b.ne`. The CPU-mismatch branch is `b.eq`
+//! over an unconditional `b` to abort_ip, because a conditional branch (+-1 MiB) might not
+//! reach `__rseq_failure`.
 
 use std::arch::asm;
 use std::mem::offset_of;
@@ -80,6 +81,12 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             // Nothing else refers to the arrays: a no-op relocation from this function's
             // text keeps them alive under --gc-sections (as tcmalloc does).
             ".reloc 0, R_AARCH64_NONE, 24b",
+            // Where the delay loop lies (see `DelayLoop` in the parent module).
+            ".pushsection rseq_workload_delay_loops, \"aw\"",
+            "26:",
+            ".quad 4b, (8b - 4b), (7b - 4b)",
+            ".popsection",
+            ".reloc 0, R_AARCH64_NONE, 26b",
             ".pushsection __rseq_failure, \"ax\"",
             ".inst {sig}",
             "5:",
@@ -168,6 +175,12 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             // Nothing else refers to the arrays: a no-op relocation from this function's
             // text keeps them alive under --gc-sections (as tcmalloc does).
             ".reloc 0, R_AARCH64_NONE, 24b",
+            // Where the delay loop lies (see `DelayLoop` in the parent module).
+            ".pushsection rseq_workload_delay_loops, \"aw\"",
+            "26:",
+            ".quad 4b, (8b - 4b), (7b - 4b)",
+            ".popsection",
+            ".reloc 0, R_AARCH64_NONE, 26b",
             ".pushsection __rseq_exit_point_array, \"aw\"",
             "25:",
             ".quad 4b, 22b",
@@ -268,6 +281,12 @@ pub unsafe extern "C" fn rseq_workload_list_pop(
             // Nothing else refers to the arrays: a no-op relocation from this function's
             // text keeps them alive under --gc-sections (as tcmalloc does).
             ".reloc 0, R_AARCH64_NONE, 24b",
+            // Where the delay loop lies (see `DelayLoop` in the parent module).
+            ".pushsection rseq_workload_delay_loops, \"aw\"",
+            "26:",
+            ".quad 4b, (8b - 4b), (7b - 4b)",
+            ".popsection",
+            ".reloc 0, R_AARCH64_NONE, 26b",
             ".pushsection __rseq_exit_point_array, \"aw\"",
             "25:",
             ".quad 4b, 22b",

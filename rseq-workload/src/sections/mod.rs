@@ -10,6 +10,15 @@
 //! copies ([`SectionFns::BUILT_IN`]) or the copies in the shared library, found with
 //! `dlsym`. [`rseq_workload_sections_descriptors`] is the C entry point that checks and
 //! returns the descriptors of the object it is linked into.
+//!
+//! Besides librseq's tables, every asm block emits one record into
+//! `rseq_workload_delay_loops`: its start_ip (relocated) and the offsets from start_ip of
+//! the first instruction of its `--delay` spin loop and of the first instruction after it,
+//! computed by the assembler from the loop's own labels. A preemption, migration or signal
+//! that hits a thread spinning in a section interrupts it inside that range, so a test can
+//! check the interrupted-instruction offsets a tracer reports for kernel restarts against
+//! it, without disassembling anything. It is read like the other tables, in
+//! [`check_tables`], and reported with each descriptor.
 
 #[cfg(target_arch = "aarch64")]
 mod aarch64;
@@ -272,6 +281,8 @@ extern "C" {
     static __stop___rseq_cs_ptr_array: u8;
     static __start___rseq_exit_point_array: u8;
     static __stop___rseq_exit_point_array: u8;
+    static __start_rseq_workload_delay_loops: u8;
+    static __stop_rseq_workload_delay_loops: u8;
 }
 
 /// Copies the array of `T` between two linker-defined bounds. The array sections are
@@ -289,6 +300,10 @@ unsafe fn table<T: Copy>(start: *const u8, stop: *const u8) -> Vec<T> {
 
 /// One descriptor as the running program itself sees it (relocated by the loader), so
 /// tests can check a tracer's probe offsets against a source independent of the tracer.
+///
+/// The `*_ip` fields are run-time addresses; the `delay_loop_*_offset` fields are byte
+/// offsets from `start_ip` (what a tracer computes as `regs_ip - start_ip`, and the same in
+/// the file and in every process, whatever the load address).
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct RuntimeDescriptor {
     pub function: &'static str,
@@ -296,6 +311,11 @@ pub struct RuntimeDescriptor {
     pub post_commit_ip: u64,
     pub abort_ip: u64,
     pub exit_ips: Vec<u64>,
+    /// Offset from `start_ip` of the delay loop's first instruction (`sub`/`subs`).
+    pub delay_loop_begin_offset: u64,
+    /// Offset from `start_ip` of the first instruction after the delay loop's backward
+    /// branch: the loop is `[begin, end)`, inside `[start_ip, post_commit_ip)`.
+    pub delay_loop_end_offset: u64,
 }
 
 impl RuntimeDescriptor {
@@ -313,6 +333,8 @@ impl RuntimeDescriptor {
             post_commit_ip: self.post_commit_ip,
             abort_ip: self.abort_ip,
             exit_ips,
+            delay_loop_begin_offset: self.delay_loop_begin_offset,
+            delay_loop_end_offset: self.delay_loop_end_offset,
         })
     }
 
@@ -330,6 +352,8 @@ impl RuntimeDescriptor {
             post_commit_ip: raw.post_commit_ip,
             abort_ip: raw.abort_ip,
             exit_ips: exit_ips.to_vec(),
+            delay_loop_begin_offset: raw.delay_loop_begin_offset,
+            delay_loop_end_offset: raw.delay_loop_end_offset,
         })
     }
 }
@@ -354,6 +378,12 @@ pub struct RawDescriptor {
     pub abort_ip: u64,
     /// Exit points (cancels) from `__rseq_exit_point_array`.
     pub exit_ips: [u64; MAX_EXIT_IPS],
+    /// Delay loop begin, as an offset from `start_ip` (from `rseq_workload_delay_loops`).
+    /// Appended after the original fields; the executable and the library are built from
+    /// the same source, so both sides always agree on this layout.
+    pub delay_loop_begin_offset: u64,
+    /// Delay loop end (exclusive), as an offset from `start_ip`.
+    pub delay_loop_end_offset: u64,
 }
 
 /// Runs [`check_tables`] inside the ELF object this function is linked into (so it sees
@@ -413,12 +443,14 @@ pub unsafe extern "C" fn rseq_workload_sections_descriptors(
 /// Verifies at start-up, on the relocated tables of the running binary, what the
 /// tracer relies on: exactly one descriptor per section function, version and flags
 /// 0, the signature right before every abort_ip, and one exit point each for push and
-/// pop. A mismatch means the compiler duplicated or dropped an asm block. Returns the
+/// pop; and, for the tests, exactly one delay loop record per section, lying inside it.
+/// A mismatch means the compiler duplicated or dropped an asm block. Returns the
 /// descriptors as relocated in this process.
 pub fn check_tables() -> Result<Vec<RuntimeDescriptor>, String> {
     // SAFETY: the linker defines these bounds around the arrays our asm emits (8-byte
-    // pointers, 16-byte pairs), relocated by the loader before main and never written.
-    let (ptrs, exits): (Vec<u64>, Vec<[u64; 2]>) = unsafe {
+    // pointers, 16-byte pairs, 24-byte delay loop records), relocated by the loader
+    // before main and never written.
+    let (ptrs, exits, delay_loops): (Vec<u64>, Vec<[u64; 2]>, Vec<[u64; 3]>) = unsafe {
         (
             table(
                 &raw const __start___rseq_cs_ptr_array,
@@ -427,6 +459,10 @@ pub fn check_tables() -> Result<Vec<RuntimeDescriptor>, String> {
             table(
                 &raw const __start___rseq_exit_point_array,
                 &raw const __stop___rseq_exit_point_array,
+            ),
+            table(
+                &raw const __start_rseq_workload_delay_loops,
+                &raw const __stop_rseq_workload_delay_loops,
             ),
         )
     };
@@ -454,6 +490,19 @@ pub fn check_tables() -> Result<Vec<RuntimeDescriptor>, String> {
             return Err(format!("{} has more than one descriptor", owner.function()));
         }
         starts[idx] = cs.start_ip;
+        let mut loops = delay_loops.iter().filter(|r| r[0] == cs.start_ip);
+        let (Some(&[_, begin, end]), None) = (loops.next(), loops.next()) else {
+            return Err(format!(
+                "{} does not have exactly one delay loop record",
+                owner.function()
+            ));
+        };
+        if !(begin < end && end <= cs.post_commit_offset) {
+            return Err(format!(
+                "delay loop [{begin:#x}, {end:#x}) of {} is not inside its section",
+                owner.function()
+            ));
+        }
         found.push(RuntimeDescriptor {
             function: owner.function(),
             start_ip: cs.start_ip,
@@ -464,6 +513,8 @@ pub fn check_tables() -> Result<Vec<RuntimeDescriptor>, String> {
                 .filter(|e| e[0] == cs.start_ip)
                 .map(|e| e[1])
                 .collect(),
+            delay_loop_begin_offset: begin,
+            delay_loop_end_offset: end,
         });
         if cs.version != 0 || cs.flags != 0 || cs.post_commit_offset == 0 {
             return Err(format!("descriptor of {} is malformed", owner.function()));
@@ -487,6 +538,9 @@ pub fn check_tables() -> Result<Vec<RuntimeDescriptor>, String> {
     if exits.len() != Section::ALL.iter().map(|s| s.exit_points()).sum::<usize>() {
         return Err("exit point table has entries for unknown sections".to_string());
     }
+    if delay_loops.len() != Section::ALL.len() {
+        return Err("delay loop table has entries for unknown sections".to_string());
+    }
     Ok(found)
 }
 
@@ -497,6 +551,16 @@ mod tests {
     #[test]
     fn tables_are_consistent() {
         assert_eq!(check_tables().map(|d| d.len()), Ok(3));
+    }
+
+    #[test]
+    fn delay_loops_lie_inside_their_sections() {
+        for d in check_tables().expect("tables") {
+            let (begin, end) = (d.delay_loop_begin_offset, d.delay_loop_end_offset);
+            // At least the CPU check comes first; at least the commit store comes after.
+            assert!(0 < begin && begin < end, "{d:x?}");
+            assert!(d.start_ip + end < d.post_commit_ip, "{d:x?}");
+        }
     }
 
     #[test]

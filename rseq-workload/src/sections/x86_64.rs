@@ -8,7 +8,10 @@
 //!         mov  qword ptr [rseq + 8], rax   descriptor store; the instruction ending at start_ip
 //! 4:      cmp  dword ptr [rseq + 4], cpu    start_ip; CPU mismatch -> abort_ip
 //!         jne  5f
-//!         ... optional delay loop, loads, early-exit branch to 22f ...
+//!         test delay, delay; jz 7f
+//! 8:      sub  delay, 1                    the `--delay` spin loop, [8, 7): its offsets from
+//!         jnz  8b                          start_ip go to `rseq_workload_delay_loops`
+//! 7:      ... loads, early-exit branch to 22f ...
 //!         mov  [commit], reg               commit store, last instruction of the section
 //! 6:      FINISH marker (or nop5)          post_commit_ip, reached only by commits
 //!         status = committed
@@ -109,6 +112,12 @@ pub unsafe extern "C" fn rseq_workload_counter_add(
             // Nothing else refers to the arrays: a no-op relocation from this function's
             // text keeps them alive under --gc-sections (as tcmalloc does).
             ".reloc 0, R_X86_64_NONE, 24b",
+            // Where the delay loop lies (see `DelayLoop` in the parent module).
+            ".pushsection rseq_workload_delay_loops, \"aw\"",
+            "26:",
+            ".quad 4b, (8b - 4b), (7b - 4b)",
+            ".popsection",
+            ".reloc 0, R_X86_64_NONE, 26b",
             // Abort handler, preceded by the signature the kernel checks at abort_ip - 4.
             ".pushsection __rseq_failure, \"ax\"",
             ".byte 0x0f, 0xb9, 0x3d",
@@ -195,6 +204,12 @@ pub unsafe extern "C" fn rseq_workload_list_push(
             // Nothing else refers to the arrays: a no-op relocation from this function's
             // text keeps them alive under --gc-sections (as tcmalloc does).
             ".reloc 0, R_X86_64_NONE, 24b",
+            // Where the delay loop lies (see `DelayLoop` in the parent module).
+            ".pushsection rseq_workload_delay_loops, \"aw\"",
+            "26:",
+            ".quad 4b, (8b - 4b), (7b - 4b)",
+            ".popsection",
+            ".reloc 0, R_X86_64_NONE, 26b",
             ".pushsection __rseq_exit_point_array, \"aw\"",
             "25:",
             ".quad 4b, 22b",
@@ -292,6 +307,12 @@ pub unsafe extern "C" fn rseq_workload_list_pop(
             // Nothing else refers to the arrays: a no-op relocation from this function's
             // text keeps them alive under --gc-sections (as tcmalloc does).
             ".reloc 0, R_X86_64_NONE, 24b",
+            // Where the delay loop lies (see `DelayLoop` in the parent module).
+            ".pushsection rseq_workload_delay_loops, \"aw\"",
+            "26:",
+            ".quad 4b, (8b - 4b), (7b - 4b)",
+            ".popsection",
+            ".reloc 0, R_X86_64_NONE, 26b",
             ".pushsection __rseq_exit_point_array, \"aw\"",
             "25:",
             ".quad 4b, 22b",
@@ -339,6 +360,27 @@ mod tests {
         // SAFETY: callers pass addresses derived from this binary's own descriptors and
         // marker records, all inside its mapped, readable, never-written text.
         unsafe { std::slice::from_raw_parts(addr as usize as *const u8, len) }.to_vec()
+    }
+
+    /// Each section's delay loop record covers exactly its spin loop: `sub reg, 1` (REX.W
+    /// 83 /5 01) and the `jnz` back to it, right after the `jz` that skips exactly them.
+    #[test]
+    fn delay_loop_records_cover_the_spin_loop() {
+        for d in crate::sections::check_tables().expect("tables") {
+            let begin = d.start_ip + d.delay_loop_begin_offset;
+            let end = d.start_ip + d.delay_loop_end_offset;
+            assert_eq!(end - begin, 6, "{d:x?}");
+            let loop_code = code(begin, 6);
+            assert!(
+                matches!(
+                    loop_code[..],
+                    [0x48 | 0x49, 0x83, 0xe8..=0xef, 0x01, 0x75, 0xfa]
+                ),
+                "{}: {loop_code:02x?}",
+                d.function
+            );
+            assert_eq!(code(begin - 2, 2), [0x74, 0x06], "{}: jz 7f", d.function);
+        }
     }
 
     /// The marker records of this test binary (read from its file: the section is not
