@@ -10,11 +10,16 @@
 //! `librseq_workload_sections.so` built from the same source, loaded at start-up or,
 //! with `--dlopen-after-gate`, only once the gate opened.
 //!
+//! `--migrate-every-ms N` adds a controller thread that moves the workers between CPUs
+//! (see `migrate`), and every descriptor in the report carries the position of its
+//! section's delay loop, so tests can check why and where the kernel restarted sections.
+//!
 //! Exit codes: 0 ok, 2 setup error, 3 invariant broken.
 
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 mod library;
+mod migrate;
 mod signals;
 mod truth;
 mod worker;
@@ -28,6 +33,7 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rseq_workload_sections::{percpu, rseq_abi, sections};
 
+use crate::migrate::Controller;
 use crate::percpu::PerCpu;
 use crate::rseq_abi::{Registration, ThreadRseq};
 use crate::sections::SectionFns;
@@ -60,6 +66,10 @@ struct Cli {
     /// Every N iterations, SIGUSR1 the next worker thread (0 = off).
     #[arg(long, default_value_t = 0)]
     signal_every: u64,
+    /// Every N milliseconds, pin each worker to another CPU with sched_setaffinity,
+    /// round-robin over the CPUs allowed at start (migration aborts; 0 = off; needs 2 CPUs).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    migrate_every_ms: u64,
     /// Alternate N push steps and N pop steps (the stacks hold 8 items).
     #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u64).range(1..))]
     burst: u64,
@@ -104,6 +114,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         }
         None => None,
     };
+    // Before the gate, so a machine without two CPUs fails before a tracer attaches.
+    let migrator = match cli.migrate_every_ms {
+        0 => None,
+        ms => Some(Controller::new(ms)?),
+    };
     let registration = Registration::detect();
     // Fail before the gate if this thread cannot use rseq (workers attach again).
     drop(ThreadRseq::attach(registration)?);
@@ -142,7 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         fns,
     };
     let started = Instant::now();
-    let truth = run_workers(&percpu, plan, duration)?;
+    let (truth, migrations_requested) = run_workers(&percpu, plan, duration, migrator.as_ref())?;
     let elapsed = started.elapsed();
 
     let problems =
@@ -154,6 +169,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         signals_received: signals::signals_received(),
         invariant_ok: problems.is_empty(),
         signals_sent: truth.signals_sent,
+        migrations_requested,
         total_iterations: truth.iterations,
         elapsed_secs: elapsed.as_secs_f64(),
         possible_cpus: percpu.ncpus(),
@@ -177,9 +193,15 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Starts the workers, lets them run (for `duration` if given), joins them and merges
-/// their counts.
-fn run_workers(percpu: &PerCpu, plan: Plan, duration: Option<Duration>) -> Result<Truth, String> {
+/// Starts the workers (and the migration controller, if any), lets them run (for
+/// `duration` if given), joins them and merges their counts; also returns the number of
+/// affinity changes the controller made.
+fn run_workers(
+    percpu: &PerCpu,
+    plan: Plan,
+    duration: Option<Duration>,
+    migrator: Option<&Controller>,
+) -> Result<(Truth, u64), String> {
     let shared = Shared::new(percpu, plan);
     let results = thread::scope(|s| {
         let mut handles = Vec::with_capacity(plan.threads);
@@ -200,6 +222,20 @@ fn run_workers(percpu: &PerCpu, plan: Plan, duration: Option<Duration>) -> Resul
         let failed = shared.start.wait_arrivals(handles.len());
         let go = spawn_error.is_none() && failed == 0;
         shared.start.release(go);
+        let mut controller = None;
+        if let (true, Some(c)) = (go, migrator) {
+            let movable = &shared.movable;
+            match thread::Builder::new()
+                .name("rseq-migrator".into())
+                .spawn_scoped(s, move || c.run(movable))
+            {
+                Ok(h) => controller = Some(h),
+                Err(e) => {
+                    signals::request_stop();
+                    spawn_error = Some(format!("cannot start migration thread: {e}"));
+                }
+            }
+        }
         if go {
             if let Some(d) = duration {
                 let deadline = Instant::now() + d;
@@ -220,14 +256,24 @@ fn run_workers(percpu: &PerCpu, plan: Plan, duration: Option<Duration>) -> Resul
                     .unwrap_or_else(|_| Err("a worker thread panicked".into()))
             })
             .collect();
+        // Only now, so workers are moved until the last one returned (it unregisters
+        // itself first, see `migrate::Movable`).
+        if let Some(c) = migrator {
+            c.finish();
+        }
+        let migrations = controller.map_or(Ok(0), |h| {
+            h.join()
+                .map_err(|_| "the migration thread panicked".to_string())
+        });
         if let Some(e) = spawn_error {
             results.push(Err(e));
         }
-        results
+        (results, migrations)
     });
+    let (results, migrations) = results;
     let mut total = Truth::new(percpu.ncpus());
     for r in results {
         total.merge(&r?);
     }
-    Ok(total)
+    Ok((total, migrations?))
 }

@@ -228,6 +228,11 @@ pub struct Report {
     pub invariant_ok: bool,
     /// SIGUSR1 sent (accepted by tgkill).
     pub signals_sent: u64,
+    /// `--migrate-every-ms`: worker affinity changes (`sched_setaffinity`) that
+    /// succeeded; 0 without the option. Each pinned a worker to a single CPU, different
+    /// from the one the previous change pinned it to; how many caught a worker inside a
+    /// section is for the tracer to tell (kernel restarts with cause "migration").
+    pub migrations_requested: u64,
     /// Loop iterations summed over all threads.
     pub total_iterations: u64,
     /// Wall time of the worker phase (after the gate).
@@ -299,6 +304,7 @@ mod tests {
             signals_received: 0,
             invariant_ok: true,
             signals_sent: 0,
+            migrations_requested: 0,
             total_iterations: 0,
             elapsed_secs: 0.0,
             possible_cpus: 2,

@@ -6,6 +6,7 @@
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::{Condvar, Mutex, PoisonError};
 
+use crate::migrate::Movable;
 use crate::percpu::PerCpu;
 use crate::rseq_abi::{Registration, ThreadRseq};
 use crate::sections::{Outcome, Section, SectionFns};
@@ -89,6 +90,8 @@ pub struct Shared<'a> {
     pub percpu: &'a PerCpu,
     /// Kernel tid of each worker, for tgkill.
     pub tids: Vec<AtomicI32>,
+    /// The workers `--migrate-every-ms` may move (each while it runs).
+    pub movable: Movable,
     /// Start synchronisation.
     pub start: StartLine,
     /// What to do.
@@ -101,6 +104,7 @@ impl<'a> Shared<'a> {
         Shared {
             percpu,
             tids: (0..plan.threads).map(|_| AtomicI32::new(0)).collect(),
+            movable: Movable::new(plan.threads),
             start: StartLine::default(),
             plan,
         }
@@ -131,9 +135,12 @@ fn maybe_yield(yes: bool) {
 pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
     let plan = shared.plan;
     let rseq = ThreadRseq::attach(plan.registration);
+    let tid = signals::gettid();
     if let Some(t) = shared.tids.get(index) {
-        t.store(signals::gettid(), Ordering::Relaxed);
+        t.store(tid, Ordering::Relaxed);
     }
+    // Dropped on every way out of this function, before the thread exits.
+    let _movable = shared.movable.register(index, tid);
     if !shared.start.arrive_and_wait(rseq.is_ok()) {
         return rseq.map(|_| Truth::new(0));
     }
