@@ -15,7 +15,7 @@ trap 'rm -f "$truth" "$trace_log" "$gate"' EXIT
 workload=$!
 until grep -q READY "$gate"; do sleep 0.05; done
 
-"$bin/rseq-trace" --pid "$workload" 2>"$trace_log" &
+"$bin/rseq-trace" --mode exact --pid "$workload" 2>"$trace_log" &
 tracer=$!
 until grep -q attached "$trace_log"; do
     kill -0 "$tracer" 2>/dev/null || { cat "$trace_log" >&2; exit 1; }
