@@ -5,6 +5,8 @@
 //! one), so that per CPU, entries = commits + aborts + cancels. Because of that cross-CPU
 //! credit, the eBPF side adds to the values atomically.
 
+use crate::cause::Cause;
+
 /// Name of the counter hash map in the eBPF object.
 pub const COUNTS_MAP: &str = "COUNTS";
 
@@ -24,10 +26,26 @@ pub enum Counter {
     WindowAborts = 4,
     /// Sampled mode: cancels that happened while a sampling window was open.
     WindowCancels = 5,
+    /// Kernel restarts by [`Cause`], in its order.
+    RestartPreemption = 6,
+    RestartMigration = 7,
+    RestartSignal = 8,
+    RestartOther = 9,
 }
 
 impl Counter {
-    pub const COUNT: usize = 6;
+    pub const COUNT: usize = 10;
+
+    /// The slot counting kernel restarts of `cause`.
+    #[inline(always)]
+    pub const fn restarts_by(cause: Cause) -> Counter {
+        match cause {
+            Cause::Preemption => Counter::RestartPreemption,
+            Cause::Migration => Counter::RestartMigration,
+            Cause::Signal => Counter::RestartSignal,
+            Cause::Other => Counter::RestartOther,
+        }
+    }
 }
 
 /// Key of the counter map.

@@ -4,6 +4,7 @@
 //! counts, how a BPF cookie names (section, event), and how the counter map is laid out.
 #![no_std]
 
+pub mod cause;
 pub mod cookie;
 pub mod counters;
 pub mod event;

@@ -15,7 +15,8 @@ pub const fn open_key(tid: u32, section: u32) -> u64 {
     ((tid as u64) << 32) | section as u64
 }
 
-/// Name of the pending-restart LRU map: tid -> the abort_ip the kernel just sent the thread to.
+/// Name of the pending-restart LRU map: tid -> [`crate::cause::Restart`] (where the kernel
+/// just sent the thread, where it interrupted it, and why).
 /// Set by the `rseq_ip_fixup` raw tracepoint, consumed by the abort probe that runs next.
 pub const RESTART_MAP: &str = "RESTART";
 pub const RESTART_MAP_CAPACITY: u32 = 1 << 14;

@@ -4,7 +4,10 @@
 //!   critical section. Its cookie ([`rseq_common::Cookie`]) says which section and which event;
 //!   it counts per (process, section, CPU the attempt entered on).
 //! - `rseq_ip_fixup`, a raw tracepoint on the kernel's rseq abort fixup: it marks the thread so
-//!   that the abort probe that runs next counts the abort as a kernel restart too.
+//!   that the abort probe that runs next counts the abort as a kernel restart too, with its
+//!   cause and the interrupted offset ([`rseq_common::cause`]).
+//! - `rseq_sched_switch`, `rseq_signal_deliver` and `rseq_update`, raw tracepoints that note
+//!   what happened to a traced thread since its last return to user space: the causes.
 //! - `rseq_dl_change`, a uprobe on the dynamic loader's `_dl_debug_state`: it holds a traced
 //!   process while the agent attaches to libraries it just mapped.
 #![no_std]
@@ -28,6 +31,10 @@ use aya_ebpf::{
     EbpfContext,
 };
 use rseq_common::{
+    cause::{
+        Cause, PositionKey, Restart, ThreadEvents, POSITIONS_CAPACITY, PREEMPTED, SIGNALLED,
+        SWITCHED, THREAD_EVENTS_CAPACITY,
+    },
     counters::{CountKey, Counter, Counters},
     health::Health,
     mode::Mode,
@@ -52,9 +59,19 @@ static HEALTH: Array<u64> = Array::with_max_entries(Health::COUNT, 0);
 #[map]
 static OPEN: LruHashMap<u64, u32> = LruHashMap::with_max_entries(OPEN_MAP_CAPACITY, 0);
 
-/// Threads the kernel just redirected to an abort handler: tid -> that abort_ip.
+/// Threads the kernel just redirected to an abort handler: tid -> where, from where, why.
 #[map]
-static RESTART: LruHashMap<u32, u64> = LruHashMap::with_max_entries(RESTART_MAP_CAPACITY, 0);
+static RESTART: LruHashMap<u32, Restart> = LruHashMap::with_max_entries(RESTART_MAP_CAPACITY, 0);
+
+/// What happened to traced threads since their last return to user space with rseq work.
+#[map]
+static THREAD_EVENTS: LruHashMap<u32, ThreadEvents> =
+    LruHashMap::with_max_entries(THREAD_EVENTS_CAPACITY, 0);
+
+/// Kernel restarts per (process, section, interrupted offset).
+#[map]
+static POSITIONS: HashMap<PositionKey, u64> =
+    HashMap::with_max_entries(POSITIONS_CAPACITY, BPF_F_NO_PREALLOC);
 
 /// Traced processes: tgid -> 1.
 #[map]
@@ -142,9 +159,7 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
             if cookie.event == Event::Cancel {
                 (cpu, Counter::Cancels)
             } else {
-                if kernel_restarted(ctx, tid) {
-                    add(tgid, cookie.section, cpu, Counter::KernelRestarts);
-                }
+                count_restart(ctx, tgid, tid, cookie.section, cpu);
                 (cpu, Counter::Aborts)
             }
         }
@@ -172,9 +187,7 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
             }
         }
         Event::Abort => {
-            if kernel_restarted(ctx, tid) {
-                add(tgid, cookie.section, cpu, Counter::KernelRestarts);
-            }
+            count_restart(ctx, tgid, tid, cookie.section, cpu);
             add(tgid, cookie.section, cpu, Counter::Aborts);
             if open {
                 add(tgid, cookie.section, cpu, Counter::WindowAborts);
@@ -189,24 +202,37 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
     }
 }
 
-/// Whether the kernel sent this thread to the abort handler being probed (rather than the
-/// section's own CPU-mismatch branch jumping there).
+/// Counts the abort of `section` as a kernel restart, with its cause and position, when the
+/// kernel sent this thread to the abort handler being probed (rather than the section's own
+/// CPU-mismatch branch jumping there).
 #[inline(always)]
-fn kernel_restarted(ctx: &ProbeContext, tid: u32) -> bool {
-    // SAFETY: a plain u64 copied out at once.
-    let Some(target) = (unsafe { RESTART.get(&tid) }).copied() else {
-        return false;
+fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, section: u32, cpu: u32) {
+    // SAFETY: a plain value copied out at once.
+    let Some(restart) = (unsafe { RESTART.get(&tid) }).copied() else {
+        return;
     };
     let _ = RESTART.remove(&tid);
     let ip = instruction_pointer(ctx);
     // The probe is on abort_ip or on the ABORT marker's nop just after it; the uprobe reports
     // the probed address, or the address after its breakpoint byte.
-    if ip >= target && ip - target <= MAX_ABORT_PROBE_OFFSET {
-        true
-    } else {
-        health(Health::RestartUnclaimed);
-        false
+    if ip < restart.abort_ip || ip - restart.abort_ip > MAX_ABORT_PROBE_OFFSET {
+        return health(Health::RestartUnclaimed);
     }
+    add(tgid, section, cpu, Counter::KernelRestarts);
+    let cause = match restart.cause {
+        0 => Cause::Preemption,
+        1 => Cause::Migration,
+        2 => Cause::Signal,
+        _ => Cause::Other,
+    };
+    add(tgid, section, cpu, Counter::restarts_by(cause));
+    let key = PositionKey {
+        tgid,
+        section,
+        offset: restart.offset,
+        _pad: 0,
+    };
+    bump(&POSITIONS, &key);
 }
 
 #[cfg(bpf_target_arch = "x86_64")]
@@ -228,12 +254,97 @@ fn instruction_pointer(ctx: &ProbeContext) -> u64 {
 #[raw_tracepoint(tracepoint = "rseq_ip_fixup")]
 pub fn rseq_ip_fixup(ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
-    let tgid = (pid_tgid >> 32) as u32;
+    let (tgid, tid) = ((pid_tgid >> 32) as u32, pid_tgid as u32);
     if TRACED.get_ptr(&tgid).is_some() {
-        let abort_ip: u64 = ctx.arg(3);
-        let _ = RESTART.insert(&(pid_tgid as u32), &abort_ip, 0);
+        let regs_ip: u64 = ctx.arg(0);
+        let start_ip: u64 = ctx.arg(1);
+        // SAFETY: a plain value copied out at once.
+        let events = (unsafe { THREAD_EVENTS.get(&tid) })
+            .copied()
+            .unwrap_or_default();
+        // SAFETY: the helper has no preconditions.
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        let restart = Restart {
+            abort_ip: ctx.arg(3),
+            offset: regs_ip.wrapping_sub(start_ip).min(u32::MAX as u64) as u32,
+            cause: Cause::classify(events, cpu) as u32,
+        };
+        let _ = RESTART.insert(&tid, &restart, 0);
     }
     0
+}
+
+/// `rseq_update(t)`: the kernel refreshed the thread's rseq area on its way back to user space,
+/// right after any fixup: what happened before is explained, forget it.
+#[raw_tracepoint(tracepoint = "rseq_update")]
+pub fn rseq_update(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_some() {
+        let _ = THREAD_EVENTS.remove(&(pid_tgid as u32));
+    }
+    0
+}
+
+/// `sched_switch(preempt, prev, next, prev_state)`, in prev's context: note that a traced thread
+/// left its CPU, and whether it was preempted: still runnable (`prev_state` 0, TASK_RUNNING).
+/// The `preempt` argument alone would miss the common case, a preemption on the way back to
+/// user space, which the kernel makes through a plain `schedule()`.
+#[raw_tracepoint(tracepoint = "sched_switch")]
+pub fn rseq_sched_switch(ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_some() {
+        let preempt: u64 = ctx.arg(0);
+        let prev_state: u64 = ctx.arg(3);
+        let flag = if preempt & 0xff != 0 || prev_state as u32 == 0 {
+            PREEMPTED | SWITCHED
+        } else {
+            SWITCHED
+        };
+        // SAFETY: the helper has no preconditions.
+        let cpu = unsafe { bpf_get_smp_processor_id() };
+        note(pid_tgid as u32, flag, Some(cpu));
+    }
+    0
+}
+
+/// `signal_deliver(sig, info, ka)`, in the receiving thread's context.
+#[raw_tracepoint(tracepoint = "signal_deliver")]
+pub fn rseq_signal_deliver(_ctx: RawTracePointContext) -> i32 {
+    let pid_tgid = bpf_get_current_pid_tgid();
+    if TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_some() {
+        note(pid_tgid as u32, SIGNALLED, None);
+    }
+    0
+}
+
+#[inline(always)]
+fn note(tid: u32, flag: u32, switch_cpu: Option<u32>) {
+    // SAFETY: a plain value copied out at once; only this thread's context writes its entry.
+    let mut events = (unsafe { THREAD_EVENTS.get(&tid) })
+        .copied()
+        .unwrap_or_default();
+    events.flags |= flag;
+    if let Some(cpu) = switch_cpu {
+        events.switch_cpu = cpu;
+    }
+    let _ = THREAD_EVENTS.insert(&tid, &events, 0);
+}
+
+/// Adds one to a counter map value, creating it.
+#[inline(always)]
+fn bump<K>(map: &HashMap<K, u64>, key: &K) {
+    let p = match map.get_ptr_mut(key) {
+        Some(p) => p,
+        None => {
+            let _ = map.insert(key, &0, 1);
+            match map.get_ptr_mut(key) {
+                Some(p) => p,
+                None => return health(Health::CountsFull),
+            }
+        }
+    };
+    // SAFETY: `p` points into a live map value of 8 aligned bytes.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
 }
 
 #[inline(always)]

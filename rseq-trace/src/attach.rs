@@ -16,6 +16,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use rseq_common::{
+    cause::{PositionKey, POSITIONS_MAP},
     counters::{CountKey, Counters, COUNTS_MAP},
     health::{Health, HEALTH_MAP},
     mode::{Mode, MODE_GLOBAL},
@@ -91,6 +92,8 @@ pub struct Tracer {
     window: Option<DetachOnDrop>,
     /// Whether the `rseq_ip_fixup` tracepoint is attached, so kernel restarts are counted.
     pub restarts_counted: bool,
+    /// Whether the scheduler and signal tracepoints are attached, so restarts have causes.
+    pub causes_counted: bool,
 }
 
 impl Tracer {
@@ -116,8 +119,17 @@ impl Tracer {
                 false
             }
         };
+        let causes_counted = restarts_counted
+            && match attach_cause_tracepoints(&mut ebpf) {
+                Ok(()) => true,
+                Err(e) => {
+                    warn!("kernel restarts will all have cause `other`: the scheduler and signal tracepoints are unavailable ({e})");
+                    false
+                }
+            };
         Ok(Tracer {
             ebpf,
+            causes_counted,
             probes: 0,
             mode,
             multi,
@@ -331,10 +343,17 @@ impl Tracer {
                 .ok_or(AttachError::Missing("TRACED map"))?,
         )?;
         let processes = traced.keys().filter_map(Result::ok).collect();
+        let positions: HashMap<&MapData, PositionKey, u64> = HashMap::try_from(
+            self.ebpf
+                .map(POSITIONS_MAP)
+                .ok_or(AttachError::Missing("POSITIONS map"))?,
+        )?;
+        let positions = positions.iter().filter_map(Result::ok).collect();
         Ok(Snapshot {
             counts: map,
             health,
             processes,
+            positions,
         })
     }
 
@@ -383,12 +402,34 @@ fn dl_program(ebpf: &mut Ebpf) -> Result<&mut UProbe, AttachError> {
 }
 
 fn attach_restart_tracepoint(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    attach_raw_tracepoint(ebpf, RESTART_PROGRAM, "rseq_ip_fixup")
+}
+
+/// The tracepoints that tell restart causes apart: (program, tracepoint).
+const CAUSE_TRACEPOINTS: [(&str, &str); 3] = [
+    ("rseq_update", "rseq_update"),
+    ("rseq_sched_switch", "sched_switch"),
+    ("rseq_signal_deliver", "signal_deliver"),
+];
+
+fn attach_cause_tracepoints(ebpf: &mut Ebpf) -> Result<(), AttachError> {
+    for (program, tracepoint) in CAUSE_TRACEPOINTS {
+        attach_raw_tracepoint(ebpf, program, tracepoint)?;
+    }
+    Ok(())
+}
+
+fn attach_raw_tracepoint(
+    ebpf: &mut Ebpf,
+    program: &'static str,
+    tracepoint: &str,
+) -> Result<(), AttachError> {
     let program: &mut RawTracePoint = ebpf
-        .program_mut(RESTART_PROGRAM)
-        .ok_or(AttachError::Missing("rseq_ip_fixup program"))?
+        .program_mut(program)
+        .ok_or(AttachError::Missing(program))?
         .try_into()?;
     program.load()?;
-    program.attach("rseq_ip_fixup")?;
+    program.attach(tracepoint)?;
     Ok(())
 }
 

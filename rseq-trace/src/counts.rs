@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use rseq_common::{
+    cause::{Cause, PositionKey},
     counters::{CountKey, Counter, Counters},
     health::Health,
 };
@@ -22,6 +23,8 @@ pub struct Tally {
     /// The part of `aborts` the kernel caused (preemption, migration, signal); the rest is the
     /// section's own CPU-mismatch branch.
     pub kernel_restarts: u64,
+    /// `kernel_restarts` by cause, and the section's own CPU-mismatch aborts.
+    pub abort_causes: AbortCauses,
     /// Sampled mode: aborts and cancels while a window was open (the extrapolation's reference).
     #[serde(skip)]
     pub window_aborts: u64,
@@ -46,6 +49,13 @@ impl Tally {
             aborts,
             cancels,
             kernel_restarts: c.get(Counter::KernelRestarts),
+            abort_causes: AbortCauses {
+                preemption: c.get(Counter::RestartPreemption),
+                migration: c.get(Counter::RestartMigration),
+                signal: c.get(Counter::RestartSignal),
+                other: c.get(Counter::RestartOther),
+                cpu_mismatch: aborts.saturating_sub(c.get(Counter::KernelRestarts)),
+            },
             window_aborts: c.get(Counter::WindowAborts),
             window_cancels: c.get(Counter::WindowCancels),
             estimate: None,
@@ -59,6 +69,7 @@ impl Tally {
         self.aborts += o.aborts;
         self.cancels += o.cancels;
         self.kernel_restarts += o.kernel_restarts;
+        self.abort_causes.add(&o.abort_causes);
         self.window_aborts += o.window_aborts;
         self.window_cancels += o.window_cancels;
     }
@@ -98,9 +109,62 @@ impl Tally {
             aborts: self.aborts.saturating_sub(earlier.aborts),
             cancels: self.cancels.saturating_sub(earlier.cancels),
             kernel_restarts: self.kernel_restarts.saturating_sub(earlier.kernel_restarts),
+            abort_causes: self.abort_causes.since(&earlier.abort_causes),
             window_aborts: self.window_aborts.saturating_sub(earlier.window_aborts),
             window_cancels: self.window_cancels.saturating_sub(earlier.window_cancels),
             estimate: None,
+        }
+    }
+}
+
+/// Why attempts aborted: the kernel's restarts by cause (`rseq_ip_fixup` plus the scheduler and
+/// signal tracepoints), and the section's own CPU-mismatch branch (the other aborts).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct AbortCauses {
+    pub preemption: u64,
+    pub migration: u64,
+    pub signal: u64,
+    /// A restart with none of the above seen (a blocking fault, a membarrier request).
+    pub other: u64,
+    pub cpu_mismatch: u64,
+}
+
+impl AbortCauses {
+    /// (name, count) of each cause, in a fixed order.
+    pub fn named(&self) -> [(&'static str, u64); 5] {
+        [
+            (Cause::Preemption.name(), self.preemption),
+            (Cause::Migration.name(), self.migration),
+            (Cause::Signal.name(), self.signal),
+            (Cause::Other.name(), self.other),
+            ("cpu_mismatch", self.cpu_mismatch),
+        ]
+    }
+
+    /// The cause with the most aborts, if any aborted.
+    pub fn dominant(&self) -> Option<&'static str> {
+        self.named()
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .max_by_key(|(_, n)| *n)
+            .map(|(name, _)| name)
+    }
+
+    fn add(&mut self, o: &AbortCauses) {
+        self.preemption += o.preemption;
+        self.migration += o.migration;
+        self.signal += o.signal;
+        self.other += o.other;
+        self.cpu_mismatch += o.cpu_mismatch;
+    }
+
+    fn since(&self, e: &AbortCauses) -> AbortCauses {
+        AbortCauses {
+            preemption: self.preemption.saturating_sub(e.preemption),
+            migration: self.migration.saturating_sub(e.migration),
+            signal: self.signal.saturating_sub(e.signal),
+            other: self.other.saturating_sub(e.other),
+            cpu_mismatch: self.cpu_mismatch.saturating_sub(e.cpu_mismatch),
         }
     }
 }
@@ -112,6 +176,8 @@ pub struct Snapshot {
     pub health: [u64; Health::COUNT as usize],
     /// Processes the probes have seen (or the agent registered).
     pub processes: Vec<u32>,
+    /// Kernel restarts per (process, section, interrupted offset).
+    pub positions: BTreeMap<PositionKey, u64>,
 }
 
 impl Snapshot {
@@ -145,7 +211,7 @@ mod tests {
     use super::*;
 
     fn counters(e: u64, a: u64, c: u64, k: u64) -> Counters {
-        Counters([e, a, c, k, 0, 0])
+        Counters([e, a, c, k, 0, 0, k, 0, 0, 0])
     }
 
     #[test]

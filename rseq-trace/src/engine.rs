@@ -6,6 +6,7 @@ use std::{
     collections::{BTreeMap, HashMap, HashSet},
     num::NonZeroU32,
     path::{Path, PathBuf},
+    sync::OnceLock,
     time::{Duration, Instant},
 };
 
@@ -20,9 +21,10 @@ use crate::{
     attach::Tracer,
     counts::Snapshot,
     error::{SessionError, TableError, TargetError},
+    positions,
     probe_points::{self, ProbePlan},
     sampling::SamplingStats,
-    symbolize,
+    symbolize::{self, Symbolizer},
     table::{self, elf::ElfImage, CriticalSection},
     target::{self, FileId, Target},
 };
@@ -52,11 +54,16 @@ pub struct Section {
     pub key: String,
     /// The probes, or why the section is not traced.
     pub plan: Result<ProbePlan, String>,
+    /// The file it is in.
+    file: FileId,
 }
 
 /// One ELF file whose tables were read.
 struct LoadedObject {
     image: ElfImage,
+    /// Where the file was read from (for DWARF), and its reader once needed.
+    open_path: PathBuf,
+    symbolizer: OnceLock<Symbolizer>,
     found: Vec<CriticalSection>,
     /// Global ids of its sections, in `found` order.
     ids: Vec<u32>,
@@ -286,7 +293,7 @@ impl Engine {
         }
         let mut ids = Vec::new();
         for cs in &found {
-            let id = self.sections.len() as u32;
+            let (file, id) = (id, self.sections.len() as u32);
             let name = symbolize::function_offset(&image, cs.start_ip);
             let plan = probe_points::plan(&image, cs, &found);
             match &plan {
@@ -303,11 +310,21 @@ impl Engine {
                 name,
                 cs: cs.clone(),
                 plan,
+                file,
             });
             ids.push(id);
         }
         let has = !found.is_empty();
-        self.objects.insert(id, LoadedObject { image, found, ids });
+        self.objects.insert(
+            id,
+            LoadedObject {
+                image,
+                open_path: open_path.to_owned(),
+                symbolizer: OnceLock::new(),
+                found,
+                ids,
+            },
+        );
         Ok(has)
     }
 
@@ -416,6 +433,28 @@ impl Engine {
 
     pub fn restarts_counted(&self) -> bool {
         self.tracer.restarts_counted
+    }
+
+    /// The instruction at `offset` from the start of `section`, and its source line.
+    pub fn describe_position(&self, section: u32, offset: u32) -> (String, Option<String>) {
+        let Some(s) = self.sections.get(section as usize) else {
+            return ("?".into(), None);
+        };
+        let Some(object) = self.objects.get(&s.file) else {
+            return ("?".into(), None);
+        };
+        let addr = s.cs.start_ip + offset as u64;
+        let source = object
+            .symbolizer
+            .get_or_init(|| Symbolizer::new(&object.open_path))
+            .locate(addr)
+            .map(|l| l.location);
+        (positions::instruction_at(&object.image, addr), source)
+    }
+
+    /// Whether restarts have causes (the scheduler and signal tracepoints are attached).
+    pub fn causes_counted(&self) -> bool {
+        self.tracer.causes_counted
     }
 
     /// The tracer, for sampled mode's windows.

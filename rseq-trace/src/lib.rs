@@ -12,6 +12,7 @@ pub mod listing;
 pub mod live;
 pub mod metrics;
 pub mod multi_link;
+pub mod positions;
 pub mod probe_points;
 pub mod report;
 pub mod sampling;

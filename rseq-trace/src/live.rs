@@ -7,7 +7,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::{counts::Tally, estimate, report::Report};
+use crate::{
+    counts::Tally,
+    estimate,
+    report::{KeyReport, Report},
+};
 
 /// What the live table is sorted by.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -200,6 +204,13 @@ pub fn render(
             by_cpu.join(" ")
         );
     }
+    if report.kernel_restarts_counted {
+        for k in &report.keys {
+            if let Some(line) = why_and_where(k) {
+                let _ = writeln!(out, "{line}");
+            }
+        }
+    }
     let per_cpu: Vec<String> = report
         .per_cpu
         .keys()
@@ -224,6 +235,38 @@ pub fn render(
         let _ = writeln!(out, "{}", per_process.join("  |  "));
     }
     out
+}
+
+/// "↳ key: signal 92%, preemption 8% | hottest `jne ...` at start+0x12 (file.rs:81)", per key
+/// with aborts: the causes so far and where the kernel interrupts it most.
+fn why_and_where(k: &KeyReport) -> Option<String> {
+    let causes = k.total.abort_causes;
+    let total: u64 = causes.named().iter().map(|(_, n)| n).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut shares: Vec<(&str, u64)> = causes.named().into_iter().filter(|(_, n)| *n > 0).collect();
+    shares.sort_by_key(|s| std::cmp::Reverse(s.1));
+    let shares: Vec<String> = shares
+        .iter()
+        .map(|(name, n)| format!("{name} {:.0}%", 100.0 * *n as f64 / total as f64))
+        .collect();
+    let hottest = k
+        .positions
+        .first()
+        .map(|p| {
+            let source = p
+                .source
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default();
+            format!(
+                " | hottest `{}` at start+{:#x}{source}",
+                p.instruction, p.offset
+            )
+        })
+        .unwrap_or_default();
+    Some(format!("↳ {}: {}{hottest}", k.key, shares.join(", ")))
 }
 
 /// A rate that is an estimate: `~N±U`, or `>=N` when it cannot be extrapolated yet.

@@ -105,12 +105,11 @@ impl Exporter {
                 .or_default()
                 .add(&Tally::from_counters(c));
         }
-        let counters: [CounterSpec; 5] = [
+        let counters: [CounterSpec; 4] = [
             ("rseq_entries_total", "Critical-section attempts entered (the descriptor store before start_ip).", |t| t.entries),
             ("rseq_commits_total", "Attempts committed: entries - aborts - cancels (includes attempts in flight, at most one per thread).", |t| t.commits),
             ("rseq_aborts_total", "Attempts aborted: kernel restarts plus the section's own CPU-mismatch branch.", |t| t.aborts),
             ("rseq_cancels_total", "Attempts that left early through an exit point.", |t| t.cancels),
-            ("rseq_kernel_restarts_total", "Aborts caused by the kernel (preemption, migration, signal), from the rseq_ip_fixup tracepoint.", |t| t.kernel_restarts),
         ];
         let mut families = Vec::new();
         let exact = engine.mode() == Mode::Exact;
@@ -127,6 +126,7 @@ impl Exporter {
             }
             families.extend(vec.collect());
         }
+        families.extend(restart_families(&series, &names));
         if engine.mode() == Mode::Sampled {
             families.extend(estimate_families(&series, &names));
         }
@@ -236,6 +236,33 @@ impl Collector for Exporter {
         families.extend(self.section_families(&engine));
         families
     }
+}
+
+/// `rseq_kernel_restarts_total{cause}`: kernel restarts by cause (the section's own
+/// CPU-mismatch aborts are `rseq_aborts_total` minus the sum of these).
+fn restart_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> Vec<MetricFamily> {
+    let mut names = names.to_vec();
+    names.push("cause");
+    let Ok(vec) = IntCounterVec::new(
+        Opts::new(
+            "rseq_kernel_restarts_total",
+            "Aborts caused by the kernel, from the rseq_ip_fixup tracepoint, by cause: preemption, migration (resumed on another CPU), signal, other.",
+        ),
+        &names,
+    ) else {
+        return Vec::new();
+    };
+    for (labels, t) in series {
+        for (cause, n) in t.abort_causes.named() {
+            if cause == "cpu_mismatch" {
+                continue;
+            }
+            let mut values: Vec<&str> = labels.iter().map(String::as_str).collect();
+            values.push(cause);
+            vec.with_label_values(&values).inc_by(n);
+        }
+    }
+    vec.collect()
 }
 
 /// Sampled mode: the extrapolated entries and commits, as gauges (an estimate may go down as

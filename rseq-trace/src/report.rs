@@ -7,7 +7,11 @@ use rseq_common::{health::Health, mode::Mode};
 use serde::Serialize;
 
 use crate::{
-    counts::Snapshot, counts::Tally, engine::Engine, probe_points::ProbePlan,
+    counts::Snapshot,
+    counts::Tally,
+    engine::Engine,
+    positions::{self, Position},
+    probe_points::ProbePlan,
     sampling::SamplingStats,
 };
 
@@ -20,6 +24,8 @@ pub struct Report {
     pub seconds: f64,
     /// Whether kernel restarts were counted (the rseq_ip_fixup tracepoint was available).
     pub kernel_restarts_counted: bool,
+    /// Whether restarts have causes (the scheduler and signal tracepoints were available).
+    pub restart_causes_counted: bool,
     pub keys: Vec<KeyReport>,
     /// All keys together, per CPU the attempts entered on.
     pub per_cpu: BTreeMap<u32, Tally>,
@@ -42,7 +48,13 @@ pub struct KeyReport {
     pub abort_ratio: f64,
     /// Per CPU the attempts entered on; CPUs with no entries are left out.
     pub per_cpu: BTreeMap<u32, Tally>,
+    /// Where the kernel interrupted the key's sections, most restarts first (at most
+    /// [`TOP_POSITIONS`]).
+    pub positions: Vec<Position>,
 }
+
+/// Bars of a key's position histogram kept in the report.
+pub const TOP_POSITIONS: usize = 10;
 
 #[derive(Debug, Serialize)]
 pub struct SectionReport {
@@ -88,6 +100,20 @@ impl Report {
             sampled,
         );
 
+        let mut bars: BTreeMap<String, Vec<Position>> = BTreeMap::new();
+        for ((section, offset), restarts) in positions::by_section_offset(&snapshot.positions) {
+            let Some(s) = engine.sections.get(section as usize) else {
+                continue;
+            };
+            let (instruction, source) = engine.describe_position(section, offset);
+            bars.entry(s.key.clone()).or_default().push(Position {
+                section: s.name.clone(),
+                offset,
+                restarts,
+                instruction,
+                source,
+            });
+        }
         let mut keys: BTreeMap<String, KeyReport> = BTreeMap::new();
         for s in &engine.sections {
             let total = per_key.get(&s.key).copied().unwrap_or_default();
@@ -102,6 +128,10 @@ impl Report {
                         .filter(|((k, _), t)| *k == s.key && t.seen())
                         .map(|((_, cpu), t)| (*cpu, *t))
                         .collect(),
+                    positions: positions::hottest(
+                        bars.remove(&s.key).unwrap_or_default(),
+                        TOP_POSITIONS,
+                    ),
                 })
                 .sections
                 .push(s.name.clone());
@@ -156,6 +186,7 @@ impl Report {
             },
             seconds: elapsed.as_secs_f64(),
             kernel_restarts_counted: engine.restarts_counted(),
+            restart_causes_counted: engine.causes_counted(),
             keys: keys.into_values().collect(),
             per_cpu: finish(snapshot.group_by(|k| Some(k.cpu)), sampled),
             sections,
@@ -214,6 +245,26 @@ impl Report {
                 100.0 * s.probe_cost_seconds / s.traced_cpu_seconds.max(1e-9),
                 s.budget_percent
             );
+        }
+        if self.kernel_restarts_counted {
+            let _ = writeln!(out, "\nwhy and where they aborted:");
+            for k in &self.keys {
+                let causes: Vec<String> = k
+                    .total
+                    .abort_causes
+                    .named()
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(name, n)| format!("{name} {n}"))
+                    .collect();
+                if causes.is_empty() {
+                    continue;
+                }
+                let _ = writeln!(out, "{:<width$}  {}", k.key, causes.join(", "));
+                if let Some(p) = k.positions.first() {
+                    let _ = writeln!(out, "{:<width$}  hottest: {}", "", describe(p));
+                }
+            }
         }
         for s in self.sections.iter().filter(|s| s.refused.is_some()) {
             let _ = writeln!(
@@ -276,4 +327,17 @@ pub fn shown(value: u64, t: &Tally) -> String {
             None => format!(">={value}"),
         },
     }
+}
+
+/// "`sub rcx,1` at start+0xe of f+0x3b (file.rs:88), 57 restarts".
+pub fn describe(p: &Position) -> String {
+    let source = p
+        .source
+        .as_deref()
+        .map(|s| format!(" ({s})"))
+        .unwrap_or_default();
+    format!(
+        "`{}` at start+{:#x} of {}{source}, {} restarts",
+        p.instruction, p.offset, p.section, p.restarts
+    )
 }

@@ -1,0 +1,109 @@
+//! Where the kernel interrupts critical sections: per key, a histogram of the interrupted
+//! instruction's offset from start_ip, each offset shown as the instruction there and its source
+//! line. It tells a section's author which part of the section is too long.
+
+use std::collections::BTreeMap;
+
+use iced_x86::{Decoder, DecoderOptions, Formatter, IntelFormatter};
+use serde::Serialize;
+
+use crate::table::elf::{Arch, ElfImage};
+
+/// One bar of the histogram.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Position {
+    /// The section (`function+offset` of its start_ip).
+    pub section: String,
+    /// Interrupted instruction minus start_ip.
+    pub offset: u32,
+    /// Kernel restarts that interrupted the section there.
+    pub restarts: u64,
+    /// The instruction at that offset, as disassembled from the file.
+    pub instruction: String,
+    /// Its file:line, when the file has DWARF.
+    pub source: Option<String>,
+}
+
+/// The instruction at link-time address `addr`: Intel syntax on x86-64, the word on aarch64.
+pub fn instruction_at(image: &ElfImage, addr: u64) -> String {
+    match image.arch {
+        Arch::X86_64 => match image.bytes(addr, 15).or_else(|| image.bytes(addr, 1)) {
+            Some(bytes) => {
+                let insn = Decoder::with_ip(64, bytes, addr, DecoderOptions::NONE).decode();
+                if insn.is_invalid() {
+                    return "(not an instruction boundary)".into();
+                }
+                let mut formatter = IntelFormatter::new();
+                let o = formatter.options_mut();
+                o.set_hex_prefix("0x");
+                o.set_hex_suffix("");
+                o.set_uppercase_hex(false);
+                o.set_branch_leading_zeros(false);
+                o.set_space_after_operand_separator(true);
+                o.set_show_branch_size(false);
+                let mut text = String::new();
+                formatter.format(&insn, &mut text);
+                text
+            }
+            None => "?".into(),
+        },
+        Arch::Aarch64 => image
+            .read_u32(addr)
+            .map_or_else(|| "?".into(), |w| format!(".inst {w:#010x}")),
+    }
+}
+
+/// Sorts bars by restarts, most first, and keeps the `top` first ones.
+pub fn hottest(mut bars: Vec<Position>, top: usize) -> Vec<Position> {
+    bars.sort_by(|a, b| b.restarts.cmp(&a.restarts).then(a.offset.cmp(&b.offset)));
+    bars.truncate(top);
+    bars
+}
+
+/// Sums per (section, offset) over processes.
+pub fn by_section_offset(
+    positions: &BTreeMap<rseq_common::cause::PositionKey, u64>,
+) -> BTreeMap<(u32, u32), u64> {
+    let mut out = BTreeMap::new();
+    for (k, n) in positions {
+        *out.entry((k.section, k.offset)).or_default() += n;
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bar(offset: u32, restarts: u64) -> Position {
+        Position {
+            section: "s".into(),
+            offset,
+            restarts,
+            instruction: String::new(),
+            source: None,
+        }
+    }
+
+    #[test]
+    fn hottest_first_then_by_offset() {
+        let bars = hottest(vec![bar(4, 1), bar(9, 7), bar(2, 7), bar(0, 3)], 3);
+        let got: Vec<(u32, u64)> = bars.iter().map(|b| (b.offset, b.restarts)).collect();
+        assert_eq!(got, vec![(2, 7), (9, 7), (0, 3)]);
+    }
+
+    #[test]
+    fn sums_over_processes() {
+        use rseq_common::cause::PositionKey;
+        let key = |tgid, offset| PositionKey {
+            tgid,
+            section: 1,
+            offset,
+            _pad: 0,
+        };
+        let m = BTreeMap::from([(key(1, 8), 2), (key(2, 8), 3), (key(2, 12), 1)]);
+        let s = by_section_offset(&m);
+        assert_eq!(s[&(1, 8)], 5);
+        assert_eq!(s[&(1, 12)], 1);
+    }
+}

@@ -1,0 +1,200 @@
+//! Why and where sections restart: each provoked cause (signals only, yields only, CPU-affinity
+//! migrations) must come out as the dominant cause, and the kernel must be seen interrupting the
+//! sections inside their delay loop, where they spend their time. Aborts mode: no probe on the
+//! hot path to change what the program does.
+
+mod support;
+
+use std::{fs, process::Command};
+
+use serde_json::Value;
+use support::{count, is_root, trace_bin, workload_bin};
+
+/// `rseq-trace run --mode aborts -- rseq-workload ARGS`: (ground truth, summary).
+fn traced(args: &[&str]) -> (Value, Value) {
+    assert!(
+        is_root(),
+        "the integration tests load eBPF programs: run them as root"
+    );
+    let summary = std::env::temp_dir().join(format!(
+        "rseq-trace-causes-{}-{}.json",
+        std::process::id(),
+        args.join("_").replace('-', "")
+    ));
+    let out = Command::new(trace_bin())
+        .args(["run", "--mode", "aborts", "--json", "--output"])
+        .arg(&summary)
+        .arg("--")
+        .arg(workload_bin())
+        .args(["--delay", "300", "--duration", "2"])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
+    fs::remove_file(&summary).unwrap();
+    assert_eq!(traced["restart_causes_counted"], true, "{traced}");
+    (truth, traced)
+}
+
+/// The causes of all keys together, by name.
+fn causes(traced: &Value) -> Vec<(String, u64)> {
+    let names = ["preemption", "migration", "signal", "other", "cpu_mismatch"];
+    names
+        .iter()
+        .map(|n| {
+            let total = traced["keys"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|k| count(&k["abort_causes"], n))
+                .sum();
+            (n.to_string(), total)
+        })
+        .collect()
+}
+
+fn dominant(traced: &Value) -> String {
+    let all = causes(traced);
+    eprintln!("abort causes: {all:?}");
+    all.into_iter().max_by_key(|(_, n)| *n).unwrap().0
+}
+
+/// Kernel restarts by cause add up, and aborts equal the workload's own count.
+fn assert_consistent(truth: &Value, traced: &Value) {
+    for k in traced["keys"].as_array().unwrap() {
+        let c = &k["abort_causes"];
+        let kernel: u64 = ["preemption", "migration", "signal", "other"]
+            .iter()
+            .map(|n| count(c, n))
+            .sum();
+        assert_eq!(kernel, count(k, "kernel_restarts"), "{k}");
+        assert_eq!(kernel + count(c, "cpu_mismatch"), count(k, "aborts"), "{k}");
+    }
+    let aborts = |v: &Value, list: &str| -> u64 {
+        let items: Vec<&Value> = match &v[list] {
+            Value::Array(a) => a.iter().collect(),
+            Value::Object(o) => o.values().collect(),
+            _ => panic!("no {list}"),
+        };
+        items.iter().map(|s| count(s, "aborts")).sum()
+    };
+    assert_eq!(aborts(traced, "sections"), aborts(truth, "sections"));
+}
+
+#[test]
+fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
+    let (truth, traced) = traced(&["--threads", "2", "--signal-every", "50"]);
+    assert!(count(&truth, "signals_received") > 0, "{truth}");
+    assert_consistent(&truth, &traced);
+    assert_eq!(dominant(&traced), "signal");
+
+    // Position: every section's hottest interrupted offset lies in its delay loop, shown as the
+    // instruction there and its source line.
+    for d in truth["descriptors"].as_array().unwrap() {
+        let function = d["function"].as_str().unwrap();
+        let (begin, end) = (
+            count(d, "delay_loop_begin_offset"),
+            count(d, "delay_loop_end_offset"),
+        );
+        let key = traced["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|k| {
+                k["sections"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|s| s.as_str().unwrap().starts_with(function))
+            })
+            .unwrap_or_else(|| panic!("no key for {function}"));
+        let top = &key["positions"][0];
+        let offset = count(top, "offset");
+        eprintln!(
+            "{function}: hottest start+{offset:#x} `{}` ({}), {} restarts; delay loop [{begin:#x}, {end:#x})",
+            top["instruction"], top["source"], top["restarts"]
+        );
+        assert!(
+            (begin..end).contains(&offset),
+            "{function}: hottest offset {offset:#x} outside the delay loop [{begin:#x}, {end:#x}): {key}"
+        );
+        let instruction = top["instruction"].as_str().unwrap();
+        assert!(
+            instruction.starts_with("sub")
+                || instruction.starts_with("j")
+                || instruction.starts_with(".inst"),
+            "{function}: {instruction}"
+        );
+        assert!(
+            top["source"]
+                .as_str()
+                .is_some_and(|s| s.contains("sections")),
+            "{top}"
+        );
+    }
+}
+
+#[test]
+fn yields_only_are_reported_as_preemption() {
+    // Four threads on the CPUs: a yield hands the CPU to a thread preempted inside a section.
+    let (truth, traced) = traced(&["--threads", "4", "--yield-every", "10"]);
+    assert_consistent(&truth, &traced);
+    assert_eq!(dominant(&traced), "preemption");
+    let all = causes(&traced);
+    assert_eq!(all.iter().find(|(n, _)| n == "signal").unwrap().1, 0);
+}
+
+#[test]
+fn affinity_changes_are_reported_as_migration() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: migrations need at least 2 CPUs, this machine has {cpus}");
+        return;
+    }
+    // One worker, so the controller thread that moves it runs on a free CPU and preempts nothing.
+    let (truth, traced) = traced(&["--threads", "1", "--migrate-every-ms", "2"]);
+    assert!(count(&truth, "migrations_requested") > 0);
+    assert_consistent(&truth, &traced);
+    assert_eq!(dominant(&traced), "migration");
+}
+
+#[test]
+fn live_view_shows_the_causes_and_the_hottest_position() {
+    assert!(
+        is_root(),
+        "the integration tests load eBPF programs: run them as root"
+    );
+    let out = Command::new(trace_bin())
+        .args(["run", "--mode", "aborts", "--interval", "0.5", "--"])
+        .arg(workload_bin())
+        .args([
+            "--delay",
+            "300",
+            "--duration",
+            "2",
+            "--threads",
+            "2",
+            "--signal-every",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.starts_with("↳ rseq_key_workload_counter: signal"))
+        .unwrap_or_else(|| panic!("no cause line in the live view: {text}"));
+    assert!(line.contains("hottest `"), "{line}");
+    assert!(text.contains("why and where they aborted:"), "{text}");
+}
