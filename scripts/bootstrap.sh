@@ -2,7 +2,18 @@
 # Idempotent setup for a fresh Debian 12 machine (run as root).
 # Installs Debian's rustc 1.96 (rust-web) for the eBPF build, LLVM 22, bpf-linker 0.13.0
 # built against it, and the test tools. A second run only checks and takes seconds.
+# Usage: scripts/bootstrap.sh [--bench]
+#   --bench: also the tools only bench/bench.sh uses (bpftrace, as the comparison for the
+#   probe-cost row; curl). Opt-in, so CI does not install bpftrace and its LLVM.
 set -euo pipefail
+
+bench=0
+for arg in "$@"; do
+    case "$arg" in
+        --bench) bench=1 ;;
+        *) echo "bootstrap: unknown argument $arg (usage: bootstrap.sh [--bench])" >&2; exit 2 ;;
+    esac
+done
 
 TOOLS_ROOT="${RSEQ_TRACE_TOOLS:-/opt/rseq-trace-tools}"
 BPF_LINKER_VERSION=0.13.0
@@ -27,6 +38,21 @@ if [ "${#missing[@]}" -gt 0 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# Benchmark-only tools. Not fatal: the benchmark prints "not installed" for a missing bpftrace.
+if [ "$bench" -eq 1 ]; then
+    missing=()
+    for p in bpftrace curl; do
+        dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        log "installing benchmark tools: ${missing[*]}"
+        export DEBIAN_FRONTEND=noninteractive
+        if ! { apt-get update -qq && apt-get install -y -qq "${missing[@]}" >/dev/null; }; then
+            log "could not install ${missing[*]}; the benchmark reports them as not installed"
+        fi
+    fi
 fi
 
 # The rustup toolchain builds userspace; bpf-linker needs to be built against Debian's LLVM 22.
