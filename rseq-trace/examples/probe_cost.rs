@@ -1,0 +1,265 @@
+//! What one probe hit costs the traced program, for rseq-trace's `rseq_event` (doing its real
+//! work: an Entry of section 0 in a process marked traced), for the empty program `rseq_empty`
+//! (the floor: what the kernel's uprobe machinery alone costs), and for bpftrace's `count()` on
+//! the same instruction, each on an ordinary instruction (trap and single step) and on a 5-byte
+//! nop (which the kernel optimizes into a call). Run by `bench/probe_cost.sh`, which builds the
+//! target from `bench/probe_cost_target.c`.
+//!
+//! Every configuration runs in every round, rounds interleaved, so that drift in the machine
+//! hits all alike; the table shows each configuration's median. Cost per hit is the traced
+//! run's time per call minus the untraced run's, and each program's cost is also given as a
+//! ratio to the empty program's on the same instruction.
+//!
+//! Usage (root): probe_cost --target PATH [--seconds S] [--rounds R]
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, BufReader, Write},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+};
+
+use anyhow::{bail, Context as _};
+use clap::Parser;
+use rseq_common::{Cookie, Event};
+use rseq_trace::bench_rig::{symbol_file_offset, Rig};
+
+#[derive(Parser)]
+struct Args {
+    /// The benchmark target built from bench/probe_cost_target.c.
+    #[arg(long)]
+    target: PathBuf,
+    /// Seconds each run calls the probed function.
+    #[arg(long, default_value_t = 1.0)]
+    seconds: f64,
+    /// Interleaved rounds; the table shows the median.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+const SITES: [&str; 2] = ["ordinary", "nop5"];
+
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Probe {
+    Untraced,
+    Empty,
+    Event,
+    Bpftrace,
+}
+
+impl Probe {
+    fn label(self) -> &'static str {
+        match self {
+            Probe::Untraced => "none (untraced)",
+            Probe::Empty => "rseq_empty",
+            Probe::Event => "rseq_event",
+            Probe::Bpftrace => "bpftrace count()",
+        }
+    }
+}
+
+/// One run: time per call, and hits the probe counted per call where it counts them.
+struct Run {
+    ns_per_call: f64,
+    hits_per_call: Option<f64>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let target = args
+        .target
+        .canonicalize()
+        .with_context(|| format!("target {}", args.target.display()))?;
+    let bpftrace = which("bpftrace");
+    let mut probes = vec![Probe::Untraced, Probe::Empty, Probe::Event];
+    if bpftrace.is_some() {
+        probes.push(Probe::Bpftrace);
+    }
+    let mut runs: BTreeMap<(&str, Probe), Vec<Run>> = BTreeMap::new();
+    for round in 1..=args.rounds {
+        eprintln!("probe cost: round {round}/{}", args.rounds);
+        for site in SITES {
+            for &probe in &probes {
+                let run = match probe {
+                    Probe::Bpftrace => {
+                        run_bpftrace(bpftrace.as_deref().unwrap(), &target, site, args.seconds)?
+                    }
+                    _ => run_rig(&target, site, probe, args.seconds)?,
+                };
+                runs.entry((site, probe)).or_default().push(run);
+            }
+        }
+    }
+
+    println!(
+        "probe cost per hit: {} s per run, median of {} interleaved rounds; µs/hit = traced ns/call - untraced ns/call",
+        args.seconds, args.rounds
+    );
+    println!(
+        "{:<9} {:<17} {:>10} {:>7} {:>9} {:>9} {:>9}",
+        "site", "probe", "ns/call", "spread", "hits/call", "µs/hit", "vs empty"
+    );
+    for site in SITES {
+        let median_ns = |p: Probe| {
+            runs.get(&(site, p))
+                .map(|r| median(r.iter().map(|r| r.ns_per_call)))
+        };
+        let base = median_ns(Probe::Untraced).unwrap_or(0.0);
+        let empty = median_ns(Probe::Empty).map(|ns| ns - base);
+        for probe in [Probe::Untraced, Probe::Empty, Probe::Event, Probe::Bpftrace] {
+            let Some(rs) = runs.get(&(site, probe)) else {
+                println!("{site:<9} {:<17} {:>10}", probe.label(), "not installed");
+                continue;
+            };
+            let ns: Vec<f64> = rs.iter().map(|r| r.ns_per_call).collect();
+            let med = median(ns.iter().copied());
+            let spread = (max(&ns) - min(&ns)) / med * 100.0;
+            let hits = rs
+                .iter()
+                .filter_map(|r| r.hits_per_call)
+                .reduce(f64::min)
+                .map_or("-".to_owned(), |h| format!("{h:.3}"));
+            let (cost, ratio) = if probe == Probe::Untraced {
+                ("-".to_owned(), "-".to_owned())
+            } else {
+                let cost = med - base;
+                let ratio = empty.map_or("-".to_owned(), |e| format!("{:.2}x", cost / e));
+                (format!("{:.3}", cost / 1000.0), ratio)
+            };
+            println!(
+                "{site:<9} {:<17} {med:>10.1} {:>6.1}% {hits:>9} {cost:>9} {ratio:>9}",
+                probe.label(),
+                spread
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Starts the target waiting on stdin, attaches the probe with rseq-trace's object, lets it run.
+fn run_rig(target: &Path, site: &str, probe: Probe, seconds: f64) -> anyhow::Result<Run> {
+    let mut child = Command::new(target)
+        .args([site, &seconds.to_string(), "--wait"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("cannot start {}", target.display()))?;
+    let pid = child.id();
+    let mut out = BufReader::new(child.stdout.take().context("no stdout")?);
+    let mut line = String::new();
+    out.read_line(&mut line)?;
+    if line.trim() != "ready" {
+        bail!("target said {line:?} instead of ready");
+    }
+    let rig = match probe {
+        Probe::Untraced => None,
+        Probe::Empty | Probe::Event => {
+            let program = if probe == Probe::Empty {
+                "rseq_empty"
+            } else {
+                "rseq_event"
+            };
+            let symbol = format!("site_{site}_probe");
+            let offset = symbol_file_offset(target, &symbol)?
+                .with_context(|| format!("no symbol {symbol} in {}", target.display()))?;
+            let mut rig = Rig::load()?;
+            let cookie = Cookie::new(0, Event::Entry).encode();
+            rig.attach(program, target, offset, cookie, pid)?;
+            // rseq_event adds an untraced process to the map on its first hit; marking it
+            // first, as the agent does for --pid, keeps every timed hit on the usual path.
+            rig.trace_process(pid)?;
+            Some(rig)
+        }
+        Probe::Bpftrace => unreachable!("bpftrace runs the target itself"),
+    };
+    child.stdin.take().context("no stdin")?.write_all(b"go\n")?;
+    line.clear();
+    out.read_line(&mut line)?;
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("target exited with {status}");
+    }
+    let (warmup, calls, ns_per_call) = parse_result(&line)?;
+    let hits_per_call = match (&rig, probe) {
+        (Some(rig), Probe::Event) => {
+            Some(rig.entries()?.saturating_sub(warmup) as f64 / calls as f64)
+        }
+        _ => None,
+    };
+    Ok(Run {
+        ns_per_call,
+        hits_per_call,
+    })
+}
+
+/// bpftrace starts the target itself (`-c`) once its probe is attached, and prints the count
+/// when the target exits.
+fn run_bpftrace(bpftrace: &Path, target: &Path, site: &str, seconds: f64) -> anyhow::Result<Run> {
+    let script = format!(
+        "uprobe:{}:site_{site}_probe {{ @hits = count(); }}",
+        target.display()
+    );
+    let output = Command::new(bpftrace)
+        .args(["-c", &format!("{} {site} {seconds}", target.display())])
+        .args(["-e", &script])
+        .stdin(Stdio::null())
+        .output()
+        .context("cannot run bpftrace")?;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!(
+            "bpftrace failed ({}): {}{}",
+            output.status,
+            stdout,
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+    let result = stdout
+        .lines()
+        .find(|l| l.starts_with("warmup "))
+        .with_context(|| format!("no result from the target under bpftrace: {stdout}"))?;
+    let (warmup, calls, ns_per_call) = parse_result(result)?;
+    let hits = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("@hits: "))
+        .and_then(|h| h.trim().parse::<u64>().ok());
+    Ok(Run {
+        ns_per_call,
+        hits_per_call: hits.map(|h| h.saturating_sub(warmup) as f64 / calls as f64),
+    })
+}
+
+/// "warmup W calls N ns_per_call X" -> (W, N, X).
+fn parse_result(line: &str) -> anyhow::Result<(u64, u64, f64)> {
+    let words: Vec<&str> = line.split_whitespace().collect();
+    match words.as_slice() {
+        ["warmup", warmup, "calls", calls, "ns_per_call", ns] => {
+            Ok((warmup.parse()?, calls.parse()?, ns.parse()?))
+        }
+        _ => bail!("unexpected target output {line:?}"),
+    }
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?)
+        .map(|d| d.join(program))
+        .find(|p| p.is_file())
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+fn min(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+}
