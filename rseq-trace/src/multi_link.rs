@@ -70,27 +70,13 @@ impl MultiProgram {
             .ok_or(AttachError::Missing("uprobe program's code"))?;
         let insns = &function.instructions;
         let license = obj.license.clone();
-        let mut log = vec![0u8; 1 << 16];
-        // SAFETY: an all-zero bpf_attr is the documented "no options" value.
-        let mut attr: bpf_attr = unsafe { zeroed() };
-        // SAFETY: writing plain integers into the BPF_PROG_LOAD member of the union.
-        unsafe {
-            let a = &mut attr.__bindgen_anon_3;
-            a.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
-            a.expected_attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
-            a.insn_cnt = insns.len() as u32;
-            a.insns = insns.as_ptr() as u64;
-            a.license = license.as_ptr() as u64;
-            a.log_level = 1;
-            a.log_size = log.len() as u32;
-            a.log_buf = log.as_mut_ptr() as u64;
-            for (dst, src) in a.prog_name.iter_mut().zip(b"rseq_event_m") {
-                *dst = *src as _;
-            }
-        }
-        match bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr) {
+        // Without a verifier log first (a full log buffer fails the load with ENOSPC); with one
+        // only to explain a failure.
+        match prog_load(insns, &license, None) {
             Ok(fd) => Ok(MultiProgram { fd }),
             Err(e) => {
+                let mut log = vec![0u8; 1 << 20];
+                let _ = prog_load(insns, &license, Some(&mut log));
                 let end = log.iter().position(|b| *b == 0).unwrap_or(0);
                 let tail = String::from_utf8_lossy(&log[end.saturating_sub(300)..end]);
                 Err(fail(format!("loading for multi links failed: {e}: {tail}")))
@@ -127,6 +113,35 @@ impl MultiProgram {
         }
         bpf(bpf_cmd::BPF_LINK_CREATE, &mut attr).map(|fd| MultiLink { _fd: fd })
     }
+}
+
+/// BPF_PROG_LOAD of the uprobe program for multi links, with the verifier's log in `log`.
+fn prog_load(
+    insns: &[aya_obj::generated::bpf_insn],
+    license: &CString,
+    log: Option<&mut Vec<u8>>,
+) -> io::Result<OwnedFd> {
+    // SAFETY: an all-zero bpf_attr is the documented "no options" value.
+    let mut attr: bpf_attr = unsafe { zeroed() };
+    // SAFETY: writing plain integers into the BPF_PROG_LOAD member of the union; the pointers
+    // stay valid for the call.
+    unsafe {
+        let a = &mut attr.__bindgen_anon_3;
+        a.prog_type = bpf_prog_type::BPF_PROG_TYPE_KPROBE as u32;
+        a.expected_attach_type = bpf_attach_type::BPF_TRACE_UPROBE_MULTI as u32;
+        a.insn_cnt = insns.len() as u32;
+        a.insns = insns.as_ptr() as u64;
+        a.license = license.as_ptr() as u64;
+        if let Some(log) = log {
+            a.log_level = 1;
+            a.log_size = log.len() as u32;
+            a.log_buf = log.as_mut_ptr() as u64;
+        }
+        for (dst, src) in a.prog_name.iter_mut().zip(b"rseq_event_m") {
+            *dst = *src as _;
+        }
+    }
+    bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
 }
 
 fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
