@@ -57,6 +57,11 @@ fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
     let truth = workload.finish();
     tracer.finish();
 
+    // One multi link per file: detaching is one grace period, not one per probe (~100 ms).
+    assert!(
+        probes.iter().all(|p| p.multi),
+        "probes not in uprobe multi links: {probes:#?}"
+    );
     let descriptors = truth["descriptors"].as_array().unwrap();
     assert_eq!(descriptors.len(), 3);
     let at = |d: &serde_json::Value, k: &str| to_file_offset(&maps, d[k].as_u64().unwrap());

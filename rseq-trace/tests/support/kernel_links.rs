@@ -16,6 +16,8 @@ pub struct Uprobe {
     pub file: String,
     pub offset: u64,
     pub cookie: u64,
+    /// Part of a uprobe multi link (one link for many probes) rather than a perf-event link.
+    pub multi: bool,
 }
 
 fn bpf(cmd: i64, attr: &mut [u64; 16]) -> io::Result<i64> {
@@ -82,6 +84,7 @@ fn uprobe_info(fd: i32) -> Vec<Uprobe> {
                 file: c_string(&name),
                 offset: info[4] >> 32,
                 cookie: info[5],
+                multi: false,
             }]
         }
         _ => Vec::new(),
@@ -110,6 +113,7 @@ fn multi_info(fd: i32, count: usize) -> Vec<Uprobe> {
             file: file.clone(),
             offset,
             cookie,
+            multi: true,
         })
         .collect()
 }
