@@ -12,8 +12,9 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let found = table::discover(&image);
+    let guard = probe_points::Guard::new(&found.sections);
     for cs in &found.sections {
-        let _ = probe_points::plan(&image, cs, &found.sections);
+        let _ = probe_points::plan(&image, cs, &guard);
         let _ = symbolize::function_offset(&image, cs.start_ip);
     }
 });

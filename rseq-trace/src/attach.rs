@@ -30,7 +30,7 @@ use crate::{
     counts::Snapshot,
     error::AttachError,
     multi_link::{MultiLink, MultiProgram},
-    probe_points::{check_outside, ProbePlan},
+    probe_points::{Guard, ProbePlan},
     table::{elf::ElfImage, CriticalSection},
 };
 
@@ -158,6 +158,7 @@ impl Tracer {
         };
         let mut always = group();
         let mut sampled = group();
+        let guard = Guard::new(all);
         for (id, plan) in sections {
             let entry = (self.mode != Mode::Aborts).then_some((plan.entry, Event::Entry));
             let points = entry
@@ -165,7 +166,7 @@ impl Tracer {
                 .chain([(plan.abort, Event::Abort)])
                 .chain(plan.cancels.iter().map(|a| (*a, Event::Cancel)));
             for (addr, event) in points {
-                check_outside(addr, all)?;
+                guard.check(addr)?;
                 let offset = image
                     .file_offset(addr)
                     .ok_or_else(|| AttachError::NotMapped {

@@ -292,10 +292,11 @@ impl Engine {
             warn!("{shown}: {} (at {:#x})", w.message, w.at);
         }
         let mut ids = Vec::new();
+        let guard = probe_points::Guard::new(&found);
         for cs in &found {
             let (file, id) = (id, self.sections.len() as u32);
             let name = symbolize::function_offset(&image, cs.start_ip);
-            let plan = probe_points::plan(&image, cs, &found);
+            let plan = probe_points::plan(&image, cs, &guard);
             match &plan {
                 Err(reason) => warn!("{shown}: section {name} not traced: {reason}"),
                 Ok(_) if !cs.exits_known => warn!(

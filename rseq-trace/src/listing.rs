@@ -41,10 +41,11 @@ pub fn list_file(path: &Path, shown: &str) -> Result<ObjectListing, TableError> 
     let image = ElfImage::open(path)?;
     let table::Discovery { sections, warnings } = table::discover(&image);
     let symbolizer = Symbolizer::new(path);
+    let guard = probe_points::Guard::new(&sections);
     let listed = sections
         .iter()
         .map(|cs| {
-            let plan = probe_points::plan(&image, cs, &sections);
+            let plan = probe_points::plan(&image, cs, &guard);
             let name = symbolize::function_offset(&image, cs.start_ip);
             let mut section = cs.clone();
             section.key.get_or_insert_with(|| name.clone());

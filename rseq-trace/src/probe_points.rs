@@ -40,11 +40,7 @@ impl ProbePlan {
 }
 
 /// Plans the probes of `cs`, or says why it cannot be traced safely.
-pub fn plan(
-    image: &ElfImage,
-    cs: &CriticalSection,
-    all: &[CriticalSection],
-) -> Result<ProbePlan, String> {
+pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<ProbePlan, String> {
     let plan = match marker_plan(image.arch, cs) {
         Some(plan) => plan,
         None => ProbePlan {
@@ -58,7 +54,7 @@ pub fn plan(
         },
     };
     for addr in plan.addresses() {
-        check_outside(addr, all).map_err(|e| e.to_string())?;
+        guard.check(addr).map_err(|e| e.to_string())?;
         if !image.is_code(addr) {
             return Err(format!("probe point {addr:#x} is not in executable code"));
         }
@@ -90,16 +86,52 @@ fn marker_plan(arch: Arch, cs: &CriticalSection) -> Option<ProbePlan> {
     })
 }
 
-/// The guard: refuses any address inside any critical section.
-pub fn check_outside(addr: u64, all: &[CriticalSection]) -> Result<(), AttachError> {
-    match all.iter().find(|cs| cs.contains(addr)) {
-        Some(cs) => Err(AttachError::InsideSection {
-            addr,
-            start: cs.start_ip,
-            end: cs.post_commit_ip,
-        }),
-        None => Ok(()),
+/// The guard: refuses any address inside any critical section of a file. Built once per file,
+/// so checking every probe of 10,000 sections stays cheap.
+pub struct Guard {
+    /// (start_ip, post_commit_ip, index in the sections given), by start_ip.
+    ranges: Vec<(u64, u64, usize)>,
+    /// Largest end among `ranges[..=i]`: a search can stop once it is at or below the address.
+    max_end: Vec<u64>,
+}
+
+impl Guard {
+    pub fn new(all: &[CriticalSection]) -> Self {
+        let mut ranges: Vec<(u64, u64, usize)> = all
+            .iter()
+            .enumerate()
+            .map(|(i, cs)| (cs.start_ip, cs.post_commit_ip, i))
+            .collect();
+        ranges.sort_unstable();
+        let max_end = ranges
+            .iter()
+            .scan(0, |m, r| {
+                *m = (*m).max(r.1);
+                Some(*m)
+            })
+            .collect();
+        Guard { ranges, max_end }
     }
+
+    /// `Err` when `addr` lies in [start_ip, post_commit_ip) of a section.
+    pub fn check(&self, addr: u64) -> Result<(), AttachError> {
+        let candidates = self.ranges.partition_point(|r| r.0 <= addr);
+        for i in (0..candidates).rev() {
+            if self.max_end[i] <= addr {
+                break;
+            }
+            let (start, end, _) = self.ranges[i];
+            if addr < end {
+                return Err(AttachError::InsideSection { addr, start, end });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// [`Guard::check`] for a one-off address.
+pub fn check_outside(addr: u64, all: &[CriticalSection]) -> Result<(), AttachError> {
+    Guard::new(all).check(addr)
 }
 
 /// Longest x86-64 instruction.
@@ -186,6 +218,19 @@ mod tests {
             post_commit_ip: end,
             abort_ip: end + 100,
             ..Default::default()
+        }
+    }
+
+    #[test]
+    fn guard_handles_overlapping_and_unsorted_sections() {
+        // A long section covering a short one, given out of order.
+        let all = [cs(0x3000, 0x3004), cs(0x1000, 0x2000), cs(0x1100, 0x1108)];
+        let guard = Guard::new(&all);
+        for addr in [0x1000, 0x1104, 0x1200, 0x1fff, 0x3003] {
+            assert!(guard.check(addr).is_err(), "{addr:#x}");
+        }
+        for addr in [0xfff, 0x2000, 0x2fff, 0x3004] {
+            assert!(guard.check(addr).is_ok(), "{addr:#x}");
         }
     }
 
