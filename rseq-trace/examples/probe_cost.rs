@@ -8,7 +8,9 @@
 //! Every configuration runs in every round, rounds interleaved, so that drift in the machine
 //! hits all alike; the table shows each configuration's median. Cost per hit is the traced
 //! run's time per call minus the untraced run's, and each program's cost is also given as a
-//! ratio to the empty program's on the same instruction.
+//! ratio to the empty program's on the same instruction and the same kind of link: the agent
+//! attaches through uprobe multi links, bpftrace through perf-event links, and the kernel runs
+//! programs from a different handler for each, so `rseq_empty` is measured in both.
 //!
 //! Usage (root): probe_cost --target PATH [--seconds S] [--rounds R]
 
@@ -22,7 +24,7 @@ use std::{
 use anyhow::{bail, Context as _};
 use clap::Parser;
 use rseq_common::{Cookie, Event};
-use rseq_trace::bench_rig::{symbol_file_offset, Rig};
+use rseq_trace::bench_rig::{symbol_file_offset, LinkKind, Rig};
 
 #[derive(Parser)]
 struct Args {
@@ -39,21 +41,54 @@ struct Args {
 
 const SITES: [&str; 2] = ["ordinary", "nop5"];
 
+/// What is attached to the probed instruction.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Probe {
     Untraced,
-    Empty,
-    Event,
+    /// The floor, in a multi link as the agent attaches.
+    EmptyMulti,
+    /// rseq-trace's program doing its work, in a multi link as the agent attaches it.
+    EventMulti,
+    /// The floor in a perf-event link, the kind bpftrace attaches.
+    EmptyPerf,
     Bpftrace,
 }
 
 impl Probe {
+    const ALL: [Probe; 5] = [
+        Probe::Untraced,
+        Probe::EmptyMulti,
+        Probe::EventMulti,
+        Probe::EmptyPerf,
+        Probe::Bpftrace,
+    ];
+
     fn label(self) -> &'static str {
         match self {
             Probe::Untraced => "none (untraced)",
-            Probe::Empty => "rseq_empty",
-            Probe::Event => "rseq_event",
+            Probe::EmptyMulti => "rseq_empty multi",
+            Probe::EventMulti => "rseq_event multi",
+            Probe::EmptyPerf => "rseq_empty perf",
             Probe::Bpftrace => "bpftrace count()",
+        }
+    }
+
+    /// The empty program on the same kind of link: what this one's cost is compared with.
+    fn floor(self) -> Option<Probe> {
+        match self {
+            Probe::Untraced => None,
+            Probe::EmptyMulti | Probe::EventMulti => Some(Probe::EmptyMulti),
+            Probe::EmptyPerf | Probe::Bpftrace => Some(Probe::EmptyPerf),
+        }
+    }
+
+    /// (program, link) for the rig.
+    fn rig(self) -> Option<(&'static str, LinkKind)> {
+        match self {
+            Probe::EmptyMulti => Some(("rseq_empty", LinkKind::Multi)),
+            Probe::EventMulti => Some(("rseq_event", LinkKind::Multi)),
+            Probe::EmptyPerf => Some(("rseq_empty", LinkKind::Perf)),
+            Probe::Untraced | Probe::Bpftrace => None,
         }
     }
 }
@@ -71,10 +106,10 @@ fn main() -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("target {}", args.target.display()))?;
     let bpftrace = which("bpftrace");
-    let mut probes = vec![Probe::Untraced, Probe::Empty, Probe::Event];
-    if bpftrace.is_some() {
-        probes.push(Probe::Bpftrace);
-    }
+    let probes: Vec<Probe> = Probe::ALL
+        .into_iter()
+        .filter(|p| *p != Probe::Bpftrace || bpftrace.is_some())
+        .collect();
     let mut runs: BTreeMap<(&str, Probe), Vec<Run>> = BTreeMap::new();
     for round in 1..=args.rounds {
         eprintln!("probe cost: round {round}/{}", args.rounds);
@@ -92,8 +127,11 @@ fn main() -> anyhow::Result<()> {
     }
 
     println!(
-        "probe cost per hit: {} s per run, median of {} interleaved rounds; µs/hit = traced ns/call - untraced ns/call",
+        "probe cost per hit: {} s per run, median of {} interleaved rounds; µs/hit = traced ns/call - untraced ns/call;",
         args.seconds, args.rounds
+    );
+    println!(
+        "vs empty = µs/hit / rseq_empty's µs/hit on the same kind of link (multi: as the agent attaches; perf: as bpftrace does)"
     );
     println!(
         "{:<9} {:<17} {:>10} {:>7} {:>9} {:>9} {:>9}",
@@ -105,8 +143,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|r| median(r.iter().map(|r| r.ns_per_call)))
         };
         let base = median_ns(Probe::Untraced).unwrap_or(0.0);
-        let empty = median_ns(Probe::Empty).map(|ns| ns - base);
-        for probe in [Probe::Untraced, Probe::Empty, Probe::Event, Probe::Bpftrace] {
+        for probe in Probe::ALL {
             let Some(rs) = runs.get(&(site, probe)) else {
                 println!("{site:<9} {:<17} {:>10}", probe.label(), "not installed");
                 continue;
@@ -119,12 +156,14 @@ fn main() -> anyhow::Result<()> {
                 .filter_map(|r| r.hits_per_call)
                 .reduce(f64::min)
                 .map_or("-".to_owned(), |h| format!("{h:.3}"));
-            let (cost, ratio) = if probe == Probe::Untraced {
-                ("-".to_owned(), "-".to_owned())
-            } else {
-                let cost = med - base;
-                let ratio = empty.map_or("-".to_owned(), |e| format!("{:.2}x", cost / e));
-                (format!("{:.3}", cost / 1000.0), ratio)
+            let (cost, ratio) = match probe.floor() {
+                None => ("-".to_owned(), "-".to_owned()),
+                Some(floor) => {
+                    let cost = med - base;
+                    let ratio = median_ns(floor)
+                        .map_or("-".to_owned(), |f| format!("{:.2}x", cost / (f - base)));
+                    (format!("{:.3}", cost / 1000.0), ratio)
+                }
             };
             println!(
                 "{site:<9} {:<17} {med:>10.1} {:>6.1}% {hits:>9} {cost:>9} {ratio:>9}",
@@ -151,26 +190,20 @@ fn run_rig(target: &Path, site: &str, probe: Probe, seconds: f64) -> anyhow::Res
     if line.trim() != "ready" {
         bail!("target said {line:?} instead of ready");
     }
-    let rig = match probe {
-        Probe::Untraced => None,
-        Probe::Empty | Probe::Event => {
-            let program = if probe == Probe::Empty {
-                "rseq_empty"
-            } else {
-                "rseq_event"
-            };
+    let rig = match probe.rig() {
+        None => None,
+        Some((program, link)) => {
             let symbol = format!("site_{site}_probe");
             let offset = symbol_file_offset(target, &symbol)?
                 .with_context(|| format!("no symbol {symbol} in {}", target.display()))?;
             let mut rig = Rig::load()?;
             let cookie = Cookie::new(0, Event::Entry).encode();
-            rig.attach(program, target, offset, cookie, pid)?;
+            rig.attach(program, link, target, offset, cookie, pid)?;
             // rseq_event adds an untraced process to the map on its first hit; marking it
             // first, as the agent does for --pid, keeps every timed hit on the usual path.
             rig.trace_process(pid)?;
             Some(rig)
         }
-        Probe::Bpftrace => unreachable!("bpftrace runs the target itself"),
     };
     child.stdin.take().context("no stdin")?.write_all(b"go\n")?;
     line.clear();
@@ -181,7 +214,7 @@ fn run_rig(target: &Path, site: &str, probe: Probe, seconds: f64) -> anyhow::Res
     }
     let (warmup, calls, ns_per_call) = parse_result(&line)?;
     let hits_per_call = match (&rig, probe) {
-        (Some(rig), Probe::Event) => {
+        (Some(rig), Probe::EventMulti) => {
             Some(rig.entries()?.saturating_sub(warmup) as f64 / calls as f64)
         }
         _ => None,

@@ -1,12 +1,17 @@
 //! A small rig for benchmarks: load rseq-trace's own eBPF object and attach one named program,
-//! with a cookie, at a file offset in one process.
+//! with a cookie, at a file offset in one process, through a uprobe multi link (as the agent
+//! does) or a perf-event link (as aya and bpftrace do).
 //!
 //! [`crate::attach::Tracer`] only attaches `rseq_event` at the probe points of parsed critical
 //! sections; measuring what one probe hit costs needs the same object attached at an arbitrary
 //! instruction, and the empty program `rseq_empty` next to it as the floor. This module exists
 //! for `examples/probe_cost.rs` and is not part of the tracing path.
 
-use std::{collections::HashSet, num::NonZeroU32, path::Path};
+use std::{
+    collections::{HashMap as StdHashMap, HashSet},
+    num::NonZeroU32,
+    path::Path,
+};
 
 use aya::{
     maps::HashMap,
@@ -26,6 +31,7 @@ use rseq_common::{
 use crate::{
     attach::EBPF_OBJECT,
     error::{AttachError, TableError},
+    multi_link::{MultiLink, MultiProgram},
     table::elf::ElfImage,
 };
 
@@ -33,11 +39,24 @@ use crate::{
 /// the map must not fill up, or `rseq_event` would take its (slower) health-counting path.
 const COUNTS_CAPACITY: u32 = 4096;
 
+/// How a probe is attached. The kernel runs the program from a different handler for each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinkKind {
+    /// A `BPF_TRACE_UPROBE_MULTI` link, as the agent attaches every probe.
+    Multi,
+    /// A perf-event link (one uprobe perf event per probe), as aya 0.14 and bpftrace attach.
+    Perf,
+}
+
 /// The eBPF object, loaded in exact mode (where an Entry event does all its work). Dropping it
 /// detaches every probe.
 pub struct Rig {
     ebpf: Ebpf,
+    /// Programs loaded by aya, for perf-event links.
     loaded: HashSet<String>,
+    /// Programs loaded a second time with the multi attach type.
+    multi: StdHashMap<String, MultiProgram>,
+    links: Vec<MultiLink>,
 }
 
 impl Rig {
@@ -49,6 +68,8 @@ impl Rig {
         Ok(Rig {
             ebpf,
             loaded: HashSet::new(),
+            multi: StdHashMap::new(),
+            links: Vec::new(),
         })
     }
 
@@ -57,11 +78,23 @@ impl Rig {
     pub fn attach(
         &mut self,
         program: &str,
+        link: LinkKind,
         path: &Path,
         offset: u64,
         cookie: u64,
         pid: u32,
     ) -> Result<(), AttachError> {
+        if link == LinkKind::Multi {
+            if !self.multi.contains_key(program) {
+                let loaded = MultiProgram::load(&self.ebpf, EBPF_OBJECT, program)?;
+                self.multi.insert(program.to_owned(), loaded);
+            }
+            let link = self.multi[program]
+                .attach(path, &[offset], &[cookie], Some(pid))
+                .map_err(|e| AttachError::Multi(format!("attaching {program}: {e}")))?;
+            self.links.push(link);
+            return Ok(());
+        }
         let pid = NonZeroU32::new(pid).ok_or(AttachError::Missing("pid"))?;
         let uprobe: &mut UProbe = self
             .ebpf
