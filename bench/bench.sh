@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Benchmarks rseq-trace's cost on the traced program, every figure measured side by side in one
-# run: rseq-workload untraced, traced in --mode exact and in --mode aborts, at 1, 2 and 8
-# threads. Prints one table (operations per second, slowdown ratio, cost per probe hit).
-# Usage: bench/bench.sh [SECONDS_PER_RUN]   (run as root; builds release binaries)
+# Benchmarks rseq-trace, every figure of a table measured side by side in one run. Prints one
+# table per part:
+#  1. workload slowdown: rseq-workload untraced, traced in --mode exact and in --mode aborts,
+#     at 1, 2 and 8 threads (operations per second, slowdown ratio, cost per probe hit);
+#  2. cost per probe hit of rseq_event, the empty program and bpftrace, on an ordinary
+#     instruction and on a 5-byte nop (bench/probe_cost.sh);
+#  3. the agent's CPU and memory at 1,000 sections, attach time and /metrics latency at 10,000
+#     sections (bench/agent_cost.sh).
+# Usage: bench/bench.sh [SECONDS_PER_RUN] [AGENT_SECONDS]   (run as root; builds release
+# binaries; installs bpftrace through scripts/bootstrap.sh --bench). SECONDS_PER_RUN (default 2)
+# is each workload run and each probe-cost run; AGENT_SECONDS (default 60) the agent's window.
 # The workload uses --burst 4 (its stacks hold 8), so cancels are rare, as in most real code.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 seconds=${1:-2}
-bash scripts/bootstrap.sh >/dev/null
+agent_seconds=${2:-60}
+bash scripts/bootstrap.sh --bench >/dev/null
 cargo build --release -q -p rseq-trace -p rseq-workload
 bin=target/release
 out=$(mktemp -d)
@@ -66,3 +74,8 @@ for threads in (1, 2, 8):
         cost_s = f"{cost:>7.2f}" if cost is not None else f"{'-':>7}"
         print(f"{threads:>7}  {mode:<9}  {rate:>12.0f}  {base_rate / rate:>8.2f}x  {per_op:>8.4f}  {cost_s}")
 PY
+
+echo
+bash bench/probe_cost.sh "$seconds" 5
+echo
+bash bench/agent_cost.sh "$agent_seconds"

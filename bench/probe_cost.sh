@@ -13,4 +13,4 @@ mkdir -p "$build"
 gcc -O2 -Wall -Wextra -o "$build/probe_cost_target" bench/probe_cost_target.c
 cargo build --release -q -p rseq-trace --example probe_cost
 target/release/examples/probe_cost --target "$build/probe_cost_target" \
-    --seconds "$seconds" --rounds "$rounds" 2>/dev/null
+    --seconds "$seconds" --rounds "$rounds"
