@@ -49,16 +49,31 @@ fn workload_sections_with_names_probes_and_merged_marker_keys() {
         let s = section(o, function);
         assert!(s["refused"].is_null(), "{s:#}");
         let probes = &s["probes"];
-        assert_eq!(probes["abort"], s["abort_ip"]);
         assert_eq!(probes["cancels"].as_array().unwrap().len(), exits);
-        let (entry, start) = (
+        let (entry, start, abort) = (
             probes["entry"].as_u64().unwrap(),
             s["start_ip"].as_u64().unwrap(),
+            s["abort_ip"].as_u64().unwrap(),
         );
-        assert!(
-            entry < start && start - entry <= 15,
-            "entry {entry:#x} start {start:#x}"
-        );
+        // Marked sections (all but list_pop) are probed on their marker nops: START before the
+        // descriptor store, ABORT right after abort_ip (the x86-64 marker's nop is at +5).
+        let marked = function != "rseq_workload_list_pop";
+        assert_eq!(probes["on_markers"], marked, "{s:#}");
+        if marked {
+            assert_eq!(Some(entry), s["markers"]["start"].as_u64(), "{s:#}");
+            assert!(
+                entry < start && start - entry <= 48,
+                "entry {entry:#x} start {start:#x}"
+            );
+            assert_eq!(probes["abort"].as_u64(), Some(abort + 5));
+            assert_eq!(probes["cancels"], s["markers"]["cancels"], "{s:#}");
+        } else {
+            assert_eq!(probes["abort"].as_u64(), Some(abort));
+            assert!(
+                entry < start && start - entry <= 15,
+                "entry {entry:#x} start {start:#x}"
+            );
+        }
         let location = s["source"]["location"].as_str().unwrap();
         assert!(
             location.contains("rseq-workload/src/sections/x86_64.rs:"),
