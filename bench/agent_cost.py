@@ -4,13 +4,14 @@
 - agent: CPU time (utime + stime from /proc/PID/stat, as % of one core) and peak RSS (VmHWM)
   while it traces a binary with many sections, run by 2 threads, for a window of SECONDS, with
   a /metrics scrape (curl) every second, as Prometheus would.
-- attach: time from rseq-trace's start to its first /metrics answer on a binary with many
-  sections. The agent starts serving only after every probe is attached (Engine::start returns
-  first), so the first answer is the moment tracing is complete; its rseq_trace_probes_attached
-  says how many. The agent's own utime and stime at that moment split the time between its code
-  (reading tables, planning probes) and the kernel (perf_event_open and uprobe registration per
-  probe), and `rseq-trace list FILE`, which reads and plans but attaches nothing, is timed too.
-  Then 20 scrapes give the /metrics latency at that size (curl's time_total).
+- attach: time from rseq-trace's start to the end of attaching, on a binary with many
+  sections: its "attached N probes" log line, written when Engine::start returns. The /metrics
+  server starts only then, so the first /metrics answer (its rseq_trace_probes_attached says
+  how many) comes later by the time it takes to render one. The agent's own utime and stime at
+  the log line split the attach time between its code (reading tables, planning probes) and the
+  kernel (loading the programs, registering the uprobes), and `rseq-trace list FILE`, which
+  reads and plans but attaches nothing, is timed too. Then 20 scrapes give the /metrics latency
+  at that size (curl's time_total).
 - detach: time from SIGTERM to the agent's exit, in both. Detaching waits for the kernel's
   uprobe grace period (per link); the agent is never SIGKILLed, since a kill in the middle of
   it makes the kernel leak the uprobes ("failed to unregister, leaking uprobe").
@@ -88,15 +89,27 @@ class Session:
             stdout=subprocess.DEVNULL, stderr=self.log)
 
     def wait_ready(self, limit=300):
-        """Seconds from the agent's start to its first /metrics answer, and that answer."""
+        """Seconds from the agent's start to its "attached N probes" log line (the end of
+        Engine::start), to its first /metrics answer (which includes rendering it), and that
+        answer."""
+        attached = None
         while time.monotonic() - self.started < limit:
             if self.agent.poll() is not None:
                 self.target.kill()
                 self.log.seek(0)
                 sys.exit(f"rseq-trace exited early: {self.log.read()}")
-            got = scrape(self.port, timeout=2)
+            if attached is None:
+                # The server starts only after this line: no scrape before it can succeed.
+                self.log.seek(0)
+                if re.search(r"attached \d+ probes", self.log.read()):
+                    attached = time.monotonic() - self.started
+                    self.attach_cpu = cpu_ticks(self.agent.pid)
+                else:
+                    time.sleep(0.005)
+                    continue
+            got = scrape(self.port, timeout=30)
             if got is not None:
-                return time.monotonic() - self.started, got[1]
+                return attached, time.monotonic() - self.started, got[1]
             time.sleep(0.01)
         self.stop()
         sys.exit(f"rseq-trace did not serve /metrics within {limit} s")
@@ -114,7 +127,7 @@ class Session:
 
 def agent_row(args, mode):
     s = Session(args.rseq_trace, args.agent_binary, mode, 2, args.seconds + 120)
-    ready, body = s.wait_ready()
+    attached, ready, body = s.wait_ready()
     sections = metric(body, "rseq_trace_sections", '{state="traced"}')
     probes = metric(body, "rseq_trace_probes_attached")
     u0, s0 = cpu_ticks(s.agent.pid)
@@ -132,8 +145,8 @@ def agent_row(args, mode):
     detach = s.stop()
     return {
         "detach": detach,
-        "mode": mode, "sections": sections, "probes": probes, "ready": ready,
-        "startup_cpu": (u0 + s0) / CLK_TCK,
+        "mode": mode, "sections": sections, "probes": probes, "attached": attached,
+        "ready": ready, "startup_cpu": (u0 + s0) / CLK_TCK,
         "cpu_pct": ((u1 - u0) + (s1 - s0)) / CLK_TCK / wall * 100,
         "user_pct": (u1 - u0) / CLK_TCK / wall * 100,
         "sys_pct": (s1 - s0) / CLK_TCK / wall * 100,
@@ -145,8 +158,8 @@ def agent_row(args, mode):
 
 def attach_row(args, mode):
     s = Session(args.rseq_trace, args.attach_binary, mode, args.attach_threads, 3600)
-    ready, body = s.wait_ready()
-    user, sys_ = cpu_ticks(s.agent.pid)
+    attached, ready, body = s.wait_ready()
+    user, sys_ = s.attach_cpu
     sections = metric(body, "rseq_trace_sections", '{state="traced"}')
     probes = metric(body, "rseq_trace_probes_attached")
     latencies = []
@@ -161,8 +174,8 @@ def attach_row(args, mode):
     detach = s.stop()
     return {
         "detach": detach,
-        "mode": mode, "sections": sections, "probes": probes, "ready": ready,
-        "user": user / CLK_TCK, "sys": sys_ / CLK_TCK, "hwm": hwm / 1024,
+        "mode": mode, "sections": sections, "probes": probes, "attached": attached,
+        "ready": ready, "user": user / CLK_TCK, "sys": sys_ / CLK_TCK, "hwm": hwm / 1024,
         "scrape_med": statistics.median(latencies) * 1000, "scrape_max": max(latencies) * 1000,
         "bytes": len(body.encode()),
     }
@@ -191,15 +204,16 @@ def main():
         print(f"agent cost: --mode {mode}, {args.seconds:.0f} s", file=sys.stderr)
         rows.append(agent_row(args, mode))
     print(f"agent cost: {os.path.basename(args.agent_binary)}, 2 target threads, "
-          f"{args.seconds:.0f} s window after attach, /metrics scraped every 1 s; "
-          "CPU = utime+stime as % of one core")
-    print(f"{'mode':<7} {'sections':>8} {'probes':>6} {'ready s':>7} {'CPU %':>6} {'user %':>6} "
-          f"{'sys %':>6} {'startup CPU s':>13} {'VmHWM MiB':>9} {'VmRSS MiB':>9} "
+          f"{args.seconds:.0f} s window after attach, /metrics scraped every 1 s; CPU = the "
+          "agent's utime+stime over the window as % of one core; attach CPU = by the end of "
+          "attach; detach = SIGTERM to exit")
+    print(f"{'mode':<7} {'sections':>8} {'probes':>6} {'attach s':>8} {'attach CPU s':>12} "
+          f"{'CPU %':>6} {'user %':>6} {'sys %':>6} {'VmHWM MiB':>9} {'VmRSS MiB':>9} "
           f"{'scrape ms med/max':>17} {'body KiB':>8} {'detach s':>8}")
     for r in rows:
-        print(f"{r['mode']:<7} {n(r['sections']):>8} {n(r['probes']):>6} {r['ready']:>7.2f} "
-              f"{r['cpu_pct']:>6.2f} {r['user_pct']:>6.2f} {r['sys_pct']:>6.2f} "
-              f"{r['startup_cpu']:>13.2f} {r['hwm']:>9.1f} {r['rss']:>9.1f} "
+        print(f"{r['mode']:<7} {n(r['sections']):>8} {n(r['probes']):>6} {r['attached']:>8.2f} "
+              f"{r['startup_cpu']:>12.2f} {r['cpu_pct']:>6.2f} {r['user_pct']:>6.2f} "
+              f"{r['sys_pct']:>6.2f} {r['hwm']:>9.1f} {r['rss']:>9.1f} "
               f"{r['scrape_med']:>8.1f}/{r['scrape_max']:<8.1f} {r['bytes'] / 1024:>8.0f} "
               f"{r['detach']:>8.2f}")
 
@@ -210,16 +224,16 @@ def main():
         rows.append(attach_row(args, mode))
     print()
     print(f"attach: {os.path.basename(args.attach_binary)}, target running with "
-          f"{args.attach_threads} thread(s); ready = rseq-trace start to first /metrics answer "
-          "(served once every probe is attached); user/sys = agent CPU by then; "
-          f"`rseq-trace list` (read tables, plan probes, no attach) takes {listed:.2f} s")
-    print(f"{'mode':<7} {'sections':>8} {'probes':>6} {'ready s':>7} {'user s':>6} {'sys s':>6} "
-          f"{'sys µs/probe':>12} {'VmHWM MiB':>9} {'scrape ms med/max':>17} {'body KiB':>8} "
+          f"{args.attach_threads} thread(s); attach = rseq-trace start to its \"attached N "
+          "probes\" line (end of Engine::start); user/sys = agent CPU by then; first scrape = "
+          "start to first /metrics answer (includes rendering it); `rseq-trace list` (read "
+          f"tables, plan probes, no attach) takes {listed:.2f} s")
+    print(f"{'mode':<7} {'sections':>8} {'probes':>6} {'attach s':>8} {'user s':>6} {'sys s':>6} "
+          f"{'first scrape s':>14} {'VmHWM MiB':>9} {'scrape ms med/max':>17} {'body KiB':>8} "
           f"{'detach s':>8}")
     for r in rows:
-        per_probe = r["sys"] / r["probes"] * 1e6 if r["probes"] else float("nan")
-        print(f"{r['mode']:<7} {n(r['sections']):>8} {n(r['probes']):>6} {r['ready']:>7.2f} "
-              f"{r['user']:>6.2f} {r['sys']:>6.2f} {per_probe:>12.0f} {r['hwm']:>9.1f} "
+        print(f"{r['mode']:<7} {n(r['sections']):>8} {n(r['probes']):>6} {r['attached']:>8.2f} "
+              f"{r['user']:>6.2f} {r['sys']:>6.2f} {r['ready']:>14.2f} {r['hwm']:>9.1f} "
               f"{r['scrape_med']:>8.1f}/{r['scrape_max']:<8.1f} {r['bytes'] / 1024:>8.0f} "
               f"{r['detach']:>8.2f}")
 
