@@ -131,11 +131,12 @@ fn main() -> anyhow::Result<()> {
         args.seconds, args.rounds
     );
     println!(
-        "vs empty = µs/hit / rseq_empty's µs/hit on the same kind of link (multi: as the agent attaches; perf: as bpftrace does)"
+        "vs empty = µs/hit / rseq_empty's µs/hit on the same kind of link (multi: as the agent attaches; perf: as bpftrace does),"
     );
+    println!("median and range of the ratios within each round; spread = (max - min) / median of ns/call");
     println!(
-        "{:<9} {:<17} {:>10} {:>7} {:>9} {:>9} {:>9}",
-        "site", "probe", "ns/call", "spread", "hits/call", "µs/hit", "vs empty"
+        "{:<9} {:<17} {:>10} {:>7} {:>9} {:>9}  {}",
+        "site", "probe", "ns/call", "spread", "hits/call", "µs/hit", "vs empty (range)"
     );
     for site in SITES {
         let median_ns = |p: Probe| {
@@ -143,6 +144,7 @@ fn main() -> anyhow::Result<()> {
                 .map(|r| median(r.iter().map(|r| r.ns_per_call)))
         };
         let base = median_ns(Probe::Untraced).unwrap_or(0.0);
+        let untraced = runs.get(&(site, Probe::Untraced));
         for probe in Probe::ALL {
             let Some(rs) = runs.get(&(site, probe)) else {
                 println!("{site:<9} {:<17} {:>10}", probe.label(), "not installed");
@@ -160,13 +162,34 @@ fn main() -> anyhow::Result<()> {
                 None => ("-".to_owned(), "-".to_owned()),
                 Some(floor) => {
                     let cost = med - base;
-                    let ratio = median_ns(floor)
-                        .map_or("-".to_owned(), |f| format!("{:.2}x", cost / (f - base)));
+                    // Paired by round: each round ran every configuration back to back, so
+                    // the ratio within a round cancels the machine's slower drift.
+                    let ratios: Vec<f64> = match (runs.get(&(site, floor)), untraced) {
+                        (Some(fl), Some(un)) => rs
+                            .iter()
+                            .zip(fl)
+                            .zip(un)
+                            .map(|((r, f), u)| {
+                                (r.ns_per_call - u.ns_per_call) / (f.ns_per_call - u.ns_per_call)
+                            })
+                            .collect(),
+                        _ => Vec::new(),
+                    };
+                    let ratio = if ratios.is_empty() {
+                        "-".to_owned()
+                    } else {
+                        format!(
+                            "{:.2}x {:.2}-{:.2}",
+                            median(ratios.iter().copied()),
+                            min(&ratios),
+                            max(&ratios)
+                        )
+                    };
                     (format!("{:.3}", cost / 1000.0), ratio)
                 }
             };
             println!(
-                "{site:<9} {:<17} {med:>10.1} {:>6.1}% {hits:>9} {cost:>9} {ratio:>9}",
+                "{site:<9} {:<17} {med:>10.1} {:>6.1}% {hits:>9} {cost:>9}  {ratio}",
                 probe.label(),
                 spread
             );
