@@ -135,8 +135,8 @@ fn main() -> anyhow::Result<()> {
     );
     println!("median and range of the ratios within each round; spread = (max - min) / median of ns/call");
     println!(
-        "{:<9} {:<17} {:>10} {:>7} {:>9} {:>9}  {}",
-        "site", "probe", "ns/call", "spread", "hits/call", "µs/hit", "vs empty (range)"
+        "{:<9} {:<17} {:>10} {:>7} {:>9} {:>9}  vs empty (range)",
+        "site", "probe", "ns/call", "spread", "hits/call", "µs/hit"
     );
     for site in SITES {
         let median_ns = |p: Probe| {
