@@ -32,3 +32,6 @@ pub const TRACED_MAP_CAPACITY: u32 = 1 << 14;
 /// of a newly mapped library runs; the agent attaches to the new objects, clears it and sends
 /// SIGCONT. That is what makes counts exact for libraries loaded with dlopen.
 pub const DL_PENDING_MAP: &str = "DL_PENDING";
+/// Capacity of the loader-stop map: processes stopped at the same moment. Small on purpose: the
+/// agent walks it every poll, and a hash map walk visits every bucket.
+pub const DL_PENDING_CAPACITY: u32 = 1 << 10;

@@ -38,7 +38,10 @@ use rseq_common::{
     counters::{CountKey, Counter, Counters},
     health::Health,
     mode::Mode,
-    state::{open_key, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY, TRACED_MAP_CAPACITY},
+    state::{
+        open_key, DL_PENDING_CAPACITY, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY,
+        TRACED_MAP_CAPACITY,
+    },
     window::Slot,
     Cookie, Event,
 };
@@ -79,7 +82,7 @@ static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY,
 
 /// Processes stopped at a library-list change, waiting for the agent: tgid -> 1.
 #[map]
-static DL_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY, 0);
+static DL_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(DL_PENDING_CAPACITY, 0);
 
 /// Sampled mode's window gate and the entry hits it let through, indexed by [`Slot`].
 #[map]
@@ -136,8 +139,16 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
         Event::Entry => {
             // SAFETY: the helper has no preconditions.
             let cpu = unsafe { bpf_get_smp_processor_id() };
-            if OPEN.insert(&key, &cpu, 0).is_err() {
-                health(Health::StateInsertFailed);
+            // The thread's previous attempt usually left its entry (commits are not probed):
+            // overwriting it in place is much cheaper than an LRU insert.
+            match OPEN.get_ptr_mut(&key) {
+                // SAFETY: `p` points into a live map value that only this thread writes.
+                Some(p) => unsafe { *p = cpu },
+                None => {
+                    if OPEN.insert(&key, &cpu, 0).is_err() {
+                        health(Health::StateInsertFailed);
+                    }
+                }
             }
             (cpu, Counter::Entries)
         }

@@ -101,7 +101,7 @@ pub async fn run(
         }
     }
     let mut engine = lock()?;
-    engine.refresh()?;
+    engine.refresh_all()?;
     let snapshot = engine.snapshot().context("reading the counters failed")?;
     Ok(Report::new(&engine, &snapshot, started.elapsed()))
 }

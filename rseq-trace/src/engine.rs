@@ -91,12 +91,16 @@ pub struct Engine {
     finished: BTreeMap<CountKey, Counters>,
     exited: HashSet<u32>,
     last_rescan: Instant,
+    /// When the traced-process map was last walked; `None` forces a walk.
+    last_process_scan: Option<Instant>,
     /// What sampled mode's windows did so far.
     pub sampling: SamplingStats,
 }
 
 /// How often followed processes' mappings are re-read besides the loader hook.
 const RESCAN_PERIOD: Duration = Duration::from_secs(1);
+/// How often the traced-process map is walked for new and exited processes.
+const PROCESS_SCAN_PERIOD: Duration = Duration::from_millis(250);
 
 impl Engine {
     pub fn start(specs: &[TargetSpec], mode: Mode) -> Result<Self, SessionError> {
@@ -120,6 +124,7 @@ impl Engine {
             finished: BTreeMap::new(),
             exited: HashSet::new(),
             last_rescan: Instant::now(),
+            last_process_scan: None,
             sampling: SamplingStats::default(),
         };
         // System-wide files first, so a process also named by pid is not probed twice.
@@ -357,6 +362,12 @@ impl Engine {
     /// Follows changes of the targets: new mappings of followed processes, processes that
     /// exited (their counts are kept, their map entries dropped), and new processes seen by
     /// system-wide probes.
+    /// [`Engine::refresh`] including the walk for new and exited processes: before a summary.
+    pub fn refresh_all(&mut self) -> Result<(), SessionError> {
+        self.last_process_scan = None;
+        self.refresh()
+    }
+
     pub fn refresh(&mut self) -> Result<(), SessionError> {
         self.release_dl_pending()?;
         // The loader hook catches dlopen and exec as they happen; this slower rescan is the
@@ -369,6 +380,15 @@ impl Engine {
                 }
             }
         }
+        // New and exited processes need no 50 ms reaction (their counts wait in the maps):
+        // walking the traced-process map less often keeps the idle agent cheap.
+        if self
+            .last_process_scan
+            .is_some_and(|t| t.elapsed() < PROCESS_SCAN_PERIOD)
+        {
+            return Ok(());
+        }
+        self.last_process_scan = Some(Instant::now());
         let seen = self.tracer.traced_processes()?;
         for pid in &seen {
             if !self.processes.contains_key(pid) {
