@@ -3,6 +3,8 @@
 # table per part:
 #  1. workload slowdown: rseq-workload untraced, traced in --mode exact and in --mode aborts,
 #     at 1, 2 and 8 threads (operations per second, slowdown ratio, cost per probe hit);
+#  1b. sampled mode: slowdown at --budget 1 and estimated commits beside the truth
+#     (bench/sampled.sh);
 #  2. cost per probe hit of rseq_event, the empty program and bpftrace, on an ordinary
 #     instruction and on a 5-byte nop (bench/probe_cost.sh);
 #  3. the agent's CPU and memory at 1,000 sections, attach time and /metrics latency at 10,000
@@ -75,6 +77,8 @@ for threads in (1, 2, 8):
         print(f"{threads:>7}  {mode:<9}  {rate:>12.0f}  {base_rate / rate:>8.2f}x  {per_op:>8.4f}  {cost_s}")
 PY
 
+echo
+bash bench/sampled.sh 15 1
 echo
 bash bench/probe_cost.sh "$seconds" 5
 echo
