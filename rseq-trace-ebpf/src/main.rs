@@ -39,8 +39,7 @@ use rseq_common::{
     health::Health,
     mode::Mode,
     state::{
-        open_key, DL_PENDING_CAPACITY, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY,
-        TRACED_MAP_CAPACITY,
+        open_key, DL_PENDING_CAPACITY, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY, TRACED_MAP_CAPACITY,
     },
     window::Slot,
     Cookie, Event,
