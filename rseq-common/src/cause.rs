@@ -50,6 +50,17 @@ impl Cause {
         Cause::Other,
     ];
 
+    /// The cause a [`Restart::cause`] holds (`Other` for anything unknown).
+    #[inline(always)]
+    pub const fn from_u32(v: u32) -> Cause {
+        match v {
+            0 => Cause::Preemption,
+            1 => Cause::Migration,
+            2 => Cause::Signal,
+            _ => Cause::Other,
+        }
+    }
+
     /// Stable name, used in the JSON and as the `cause` label.
     pub const fn name(self) -> &'static str {
         match self {
@@ -139,5 +150,8 @@ mod tests {
         );
         assert_eq!(Cause::classify(ev(SWITCHED, 0), 0), Cause::Other);
         assert_eq!(Cause::classify(ev(0, 0), 3), Cause::Other);
+        for c in Cause::ALL {
+            assert_eq!(Cause::from_u32(c as u32), c);
+        }
     }
 }

@@ -229,13 +229,12 @@ fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, section: u32, cpu: u32
         return health(Health::RestartUnclaimed);
     }
     add(tgid, section, cpu, Counter::KernelRestarts);
-    let cause = match restart.cause {
-        0 => Cause::Preemption,
-        1 => Cause::Migration,
-        2 => Cause::Signal,
-        _ => Cause::Other,
-    };
-    add(tgid, section, cpu, Counter::restarts_by(cause));
+    add(
+        tgid,
+        section,
+        cpu,
+        Counter::restarts_by(Cause::from_u32(restart.cause)),
+    );
     let key = PositionKey {
         tgid,
         section,

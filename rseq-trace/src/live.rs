@@ -254,17 +254,7 @@ fn why_and_where(k: &KeyReport) -> Option<String> {
     let hottest = k
         .positions
         .first()
-        .map(|p| {
-            let source = p
-                .source
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default();
-            format!(
-                " | hottest `{}` at start+{:#x}{source}",
-                p.instruction, p.offset
-            )
-        })
+        .map(|p| format!(" | hottest {}", p.place()))
         .unwrap_or_default();
     Some(format!("↳ {}: {}{hottest}", k.key, shares.join(", ")))
 }

@@ -24,6 +24,18 @@ pub struct Position {
     pub source: Option<String>,
 }
 
+impl Position {
+    /// "`jne 0x6360c` at start+0x12 (file.rs:81)": the instruction, where, and its source.
+    pub fn place(&self) -> String {
+        let source = self
+            .source
+            .as_deref()
+            .map(|s| format!(" ({s})"))
+            .unwrap_or_default();
+        format!("`{}` at start+{:#x}{source}", self.instruction, self.offset)
+    }
+}
+
 /// The instruction at link-time address `addr`: Intel syntax on x86-64, the word on aarch64.
 pub fn instruction_at(image: &ElfImage, addr: u64) -> String {
     match image.arch {

@@ -329,15 +329,7 @@ pub fn shown(value: u64, t: &Tally) -> String {
     }
 }
 
-/// "`sub rcx,1` at start+0xe of f+0x3b (file.rs:88), 57 restarts".
+/// "`sub rcx,1` at start+0xe (file.rs:88) of f+0x3b, 57 restarts".
 pub fn describe(p: &Position) -> String {
-    let source = p
-        .source
-        .as_deref()
-        .map(|s| format!(" ({s})"))
-        .unwrap_or_default();
-    format!(
-        "`{}` at start+{:#x} of {}{source}, {} restarts",
-        p.instruction, p.offset, p.section, p.restarts
-    )
+    format!("{} of {}, {} restarts", p.place(), p.section, p.restarts)
 }

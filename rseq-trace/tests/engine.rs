@@ -13,8 +13,8 @@ use std::{
 
 use serde_json::Value;
 use support::{
-    assert_exact, assert_process_exact, count, exact_unless_given, kernel_links, kill, provoking,
-    trace_bin, workload_bin, Lines, Tracer, Workload,
+    assert_exact, assert_process_exact, count, kernel_links, kill, provoking, run_traced,
+    trace_bin, workload_bin, workload_command, Lines, Tracer, Workload,
 };
 
 fn probes_on_workload() -> usize {
@@ -100,7 +100,7 @@ fn binary_mode_counts_processes_started_after_it() {
 fn run_starts_the_command_traced_and_passes_its_exit_code_on() {
     let mut cmd = vec![workload_bin().display().to_string()];
     cmd.extend(provoking("2", "3000").iter().map(|a| a.to_string()));
-    let (truth, traced) = run_traced(&cmd);
+    let (truth, traced) = run_exact(&cmd);
     assert_exact(&truth, &traced);
 
     let status = Command::new(trace_bin())
@@ -143,35 +143,9 @@ fn no_probe_left_and_target_unharmed_however_rseq_trace_ends() {
     }
 }
 
-/// `rseq-trace run --json --output FILE -- ARGS`: (the command's stdout JSON, the summary).
-fn run_traced(args: &[String]) -> (Value, Value) {
-    run_traced_with(&[], args)
-}
-
-/// [`run_traced`] with more rseq-trace options (`--mode exact` unless they choose one).
-fn run_traced_with(options: &[&str], args: &[String]) -> (Value, Value) {
-    let summary = std::env::temp_dir().join(format!(
-        "rseq-trace-run-{}-{}.json",
-        std::process::id(),
-        args.len()
-    ));
-    let out = Command::new(trace_bin())
-        .args(["run", "--json", "--output", summary.to_str().unwrap()])
-        .args(exact_unless_given(options))
-        .args(options)
-        .arg("--")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
-    fs::remove_file(&summary).unwrap();
-    (truth, traced)
+/// `rseq-trace run --mode exact --json ... -- ARGS`: (the command's stdout JSON, the summary).
+fn run_exact(args: &[String]) -> (Value, Value) {
+    run_traced(&[], args)
 }
 
 /// The workload's sections built into a shared library (`librseq_workload_sections.so`).
@@ -225,37 +199,17 @@ fn follows_exec_into_a_program_with_sections() {
         workload_bin().display(),
         provoking("2", "3000").join(" ")
     );
-    let (truth, traced) = run_traced(&["sh".into(), "-c".into(), script]);
+    let (truth, traced) = run_exact(&["sh".into(), "-c".into(), script]);
     let (aborts, cancels) = assert_exact(&truth, &traced);
     assert!(aborts > 0 && cancels > 0);
 }
 
 #[test]
 fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
-    let summary =
-        std::env::temp_dir().join(format!("rseq-trace-aborts-{}.json", std::process::id()));
-    let out = Command::new(trace_bin())
-        .args([
-            "run",
-            "--mode",
-            "aborts",
-            "--json",
-            "--output",
-            summary.to_str().unwrap(),
-            "--",
-        ])
-        .arg(workload_bin())
-        .args(provoking("2", "3000"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (truth, traced) = run_traced(
+        &["--mode", "aborts"],
+        &workload_command(&provoking("2", "3000")),
     );
-    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
-    fs::remove_file(&summary).unwrap();
     assert_eq!(traced["mode"], "aborts");
     let exe = fs::canonicalize(workload_bin())
         .unwrap()
@@ -293,17 +247,8 @@ fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
 /// extrapolation assumes (docs/BENCHMARKS.md).
 #[test]
 fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
-    let args: Vec<String> = [
-        workload_bin().display().to_string(),
-        "--threads".into(),
-        "4".into(),
-        "--delay".into(),
-        "50".into(),
-        "--duration".into(),
-        "8".into(),
-    ]
-    .into();
-    let (truth, traced) = run_traced_with(&["--mode", "sampled", "--budget", "5"], &args);
+    let args = workload_command(&["--threads", "4", "--delay", "50", "--duration", "8"]);
+    let (truth, traced) = run_traced(&["--mode", "sampled", "--budget", "5"], &args);
     assert_eq!(traced["mode"], "sampled");
     let sampling = &traced["sampling"];
     assert!(count(sampling, "windows") >= 3, "{sampling}");

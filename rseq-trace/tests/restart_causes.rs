@@ -5,39 +5,20 @@
 
 mod support;
 
-use std::{fs, process::Command};
+use std::process::Command;
 
 use serde_json::Value;
-use support::{count, is_root, trace_bin, workload_bin};
+use support::{count, is_root, run_traced, trace_bin, workload_bin, workload_command};
 
-/// `rseq-trace run --mode aborts -- rseq-workload ARGS`: (ground truth, summary).
+/// `rseq-trace run --mode aborts -- rseq-workload --delay 300 --duration 2 ARGS`: (ground
+/// truth, summary).
 fn traced(args: &[&str]) -> (Value, Value) {
     assert!(
         is_root(),
         "the integration tests load eBPF programs: run them as root"
     );
-    let summary = std::env::temp_dir().join(format!(
-        "rseq-trace-causes-{}-{}.json",
-        std::process::id(),
-        args.join("_").replace('-', "")
-    ));
-    let out = Command::new(trace_bin())
-        .args(["run", "--mode", "aborts", "--json", "--output"])
-        .arg(&summary)
-        .arg("--")
-        .arg(workload_bin())
-        .args(["--delay", "300", "--duration", "2"])
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let traced: Value = serde_json::from_str(&fs::read_to_string(&summary).unwrap()).unwrap();
-    fs::remove_file(&summary).unwrap();
+    let workload = [&["--delay", "300", "--duration", "2"], args].concat();
+    let (truth, traced) = run_traced(&["--mode", "aborts"], &workload_command(&workload));
     assert_eq!(traced["restart_causes_counted"], true, "{traced}");
     (truth, traced)
 }

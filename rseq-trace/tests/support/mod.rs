@@ -158,6 +158,41 @@ pub fn exact_unless_given(args: &[&str]) -> &'static [&'static str] {
     }
 }
 
+/// `rseq-trace run --json --output FILE OPTIONS -- ARGS` (`--mode exact` unless OPTIONS choose a
+/// mode): (the command's stdout JSON, rseq-trace's summary).
+pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let summary = std::env::temp_dir().join(format!(
+        "rseq-trace-run-{}-{}.json",
+        std::process::id(),
+        RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let out = Command::new(trace_bin())
+        .args(["run", "--json", "--output", summary.to_str().unwrap()])
+        .args(exact_unless_given(options))
+        .args(options)
+        .arg("--")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let traced: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
+    std::fs::remove_file(&summary).unwrap();
+    (truth, traced)
+}
+
+/// The workload and its arguments, as [`run_traced`] takes a command.
+pub fn workload_command(args: &[&str]) -> Vec<String> {
+    std::iter::once(workload_bin().display().to_string())
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect()
+}
+
 /// Waits for a child that prints one JSON object on stdout; panics with its stderr if it failed.
 fn finish_json(mut child: Child, stderr: Lines, what: &str) -> Value {
     let mut out = String::new();
