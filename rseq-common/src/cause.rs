@@ -2,11 +2,19 @@
 //!
 //! The eBPF side notes per thread what happened to it since the kernel last returned it to user
 //! space with rseq work to do (scheduler and signal tracepoints), and at each kernel restart
-//! (`rseq_ip_fixup`) turns that into one [`Cause`]. The `rseq_update` tracepoint, which runs
-//! right after every such return's fixup, clears the note, so a note never outlives the return it
-//! explains.
+//! (`rseq_ip_fixup`) turns that into one [`Cause`]. The `rseq_update` tracepoint marks the end of
+//! such a return, so a note never outlives the return it explains; but where it fires differs:
+//! up to 6.18 right after the fixup (the update drops the note), from 6.19 on (the rseq rework)
+//! just before it, in the same return: there the update sets the note aside
+//! ([`Note::updated`]) for a fixup that follows within [`Note::SAME_RETURN_NS`]. The agent tells
+//! the two apart by the kernel's BTF ([`UPDATE_BEFORE_FIXUP_GLOBAL`]).
 
-/// Name of the per-thread note map: tid -> [`ThreadEvents`].
+/// Name of the global (a byte, set at load time) that says the kernel runs `rseq_update` before
+/// the fixup of the same return (the 6.19 rework), so the update sets the note aside
+/// ([`Note::updated`]) instead of dropping it.
+pub const UPDATE_BEFORE_FIXUP_GLOBAL: &str = "UPDATE_BEFORE_FIXUP";
+
+/// Name of the per-thread note map: tid -> [`Note`].
 pub const THREAD_EVENTS_MAP: &str = "THREAD_EVENTS";
 pub const THREAD_EVENTS_CAPACITY: u32 = 1 << 14;
 
@@ -24,6 +32,66 @@ pub struct ThreadEvents {
     pub flags: u32,
     /// CPU the thread was last switched out on.
     pub switch_cpu: u32,
+}
+
+/// A thread's note: what happened since the last `rseq_update` (`live`), and what had happened
+/// before it (`before_update`, with the time of that update).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Note {
+    pub live: ThreadEvents,
+    pub before_update: ThreadEvents,
+    /// `bpf_ktime_get_ns` at the last `rseq_update`, 0 once used.
+    pub updated_ns: u64,
+}
+
+impl Note {
+    /// A fixup this soon after an update belongs to the same return to user space (nothing
+    /// runs in between but the kernel's own exit path; generous for emulated machines).
+    pub const SAME_RETURN_NS: u64 = 2_000_000;
+
+    /// `rseq_update` at `now`: the return being made ends the note.
+    #[inline(always)]
+    pub const fn updated(self, now: u64) -> Note {
+        Note {
+            live: ThreadEvents {
+                flags: 0,
+                switch_cpu: self.live.switch_cpu,
+            },
+            before_update: self.live,
+            updated_ns: now,
+        }
+    }
+
+    /// The events that explain a fixup at `now`: those noted since the last update, or, when
+    /// none were and that update was part of this same return (6.19+), those before it.
+    #[inline(always)]
+    pub const fn explaining(self, now: u64) -> ThreadEvents {
+        if self.live.flags == 0
+            && self.updated_ns != 0
+            && now.wrapping_sub(self.updated_ns) < Self::SAME_RETURN_NS
+        {
+            self.before_update
+        } else {
+            self.live
+        }
+    }
+
+    /// After a fixup: nothing left to explain.
+    #[inline(always)]
+    pub const fn used(self) -> Note {
+        Note {
+            live: ThreadEvents {
+                flags: 0,
+                switch_cpu: self.live.switch_cpu,
+            },
+            before_update: ThreadEvents {
+                flags: 0,
+                switch_cpu: 0,
+            },
+            updated_ns: 0,
+        }
+    }
 }
 
 /// Cause of a kernel restart.
@@ -150,6 +218,42 @@ mod tests {
         );
         assert_eq!(Cause::classify(ev(SWITCHED, 0), 0), Cause::Other);
         assert_eq!(Cause::classify(ev(0, 0), 3), Cause::Other);
+    }
+
+    fn noted(flags: u32, cpu: u32) -> Note {
+        Note {
+            live: ev(flags, cpu),
+            ..Note::default()
+        }
+    }
+
+    #[test]
+    fn a_fixup_before_the_update_uses_the_live_note() {
+        // Up to 6.18: switch, fixup, update.
+        let n = noted(PREEMPTED | SWITCHED, 1);
+        assert_eq!(n.explaining(1_000), ev(PREEMPTED | SWITCHED, 1));
+        let n = n.used().updated(1_100);
+        assert_eq!(n.explaining(5_000_000), ev(0, 1));
+    }
+
+    #[test]
+    fn a_fixup_just_after_the_update_uses_what_the_update_set_aside() {
+        // 6.19+: switch, update, fixup in the same return.
+        let n = noted(PREEMPTED | SWITCHED, 1).updated(1_000);
+        assert_eq!(n.explaining(1_500), ev(PREEMPTED | SWITCHED, 1));
+        // Once used, a later fixup is not explained by it again.
+        assert_eq!(n.used().explaining(1_600).flags, 0);
+    }
+
+    #[test]
+    fn an_old_update_or_new_events_are_not_mixed_up() {
+        let n = noted(SIGNALLED, 0).updated(1_000);
+        // Long after: another return; nothing noted since, so nothing explains it.
+        assert_eq!(n.explaining(1_000 + Note::SAME_RETURN_NS).flags, 0);
+        // Events noted since the update win over what was set aside.
+        let mut m = n;
+        m.live.flags = PREEMPTED | SWITCHED;
+        assert_eq!(m.explaining(1_500).flags, PREEMPTED | SWITCHED);
         for c in Cause::ALL {
             assert_eq!(Cause::from_u32(c as u32), c);
         }

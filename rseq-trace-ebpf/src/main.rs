@@ -23,7 +23,8 @@ use core::intrinsics::{atomic_xadd, AtomicOrdering};
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::{
-        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_smp_processor_id, bpf_send_signal,
+        bpf_get_attach_cookie, bpf_get_current_pid_tgid, bpf_get_smp_processor_id,
+        bpf_ktime_get_ns, bpf_send_signal,
     },
     macros::{map, raw_tracepoint, uprobe},
     maps::{Array, HashMap, LruHashMap},
@@ -32,8 +33,8 @@ use aya_ebpf::{
 };
 use rseq_common::{
     cause::{
-        Cause, PositionKey, Restart, ThreadEvents, POSITIONS_CAPACITY, PREEMPTED, SIGNALLED,
-        SWITCHED, THREAD_EVENTS_CAPACITY,
+        Cause, Note, PositionKey, Restart, POSITIONS_CAPACITY, PREEMPTED, SIGNALLED, SWITCHED,
+        THREAD_EVENTS_CAPACITY,
     },
     counters::{CountKey, Counter, Counters},
     health::Health,
@@ -49,9 +50,19 @@ use rseq_common::{
 #[no_mangle]
 static MODE: u8 = 0;
 
+/// 1 where `rseq_update` runs before the fixup of the same return (Linux 6.19+); set by the
+/// agent at load time ([`rseq_common::cause::UPDATE_BEFORE_FIXUP_GLOBAL`]).
+#[no_mangle]
+static UPDATE_BEFORE_FIXUP: u8 = 0;
+
 /// Counters per (process, section, entry CPU); resized by the agent at load time.
 #[map]
 static COUNTS: HashMap<CountKey, Counters> = HashMap::with_max_entries(1, BPF_F_NO_PREALLOC);
+
+/// One zeroed [`Counters`]: the value new `COUNTS` entries are made from, read from here
+/// rather than built on the stack (see [`add`]).
+#[map]
+static ZERO_COUNTERS: Array<Counters> = Array::with_max_entries(1, 0);
 
 /// Attribution failures, indexed by [`Health`].
 #[map]
@@ -67,7 +78,7 @@ static RESTART: LruHashMap<u32, Restart> = LruHashMap::with_max_entries(RESTART_
 
 /// What happened to traced threads since their last return to user space with rseq work.
 #[map]
-static THREAD_EVENTS: LruHashMap<u32, ThreadEvents> =
+static THREAD_EVENTS: LruHashMap<u32, Note> =
     LruHashMap::with_max_entries(THREAD_EVENTS_CAPACITY, 0);
 
 /// Kernel restarts per (process, section, interrupted offset).
@@ -180,7 +191,7 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
 /// Sampled mode: every event at the CPU where it happens (no per-thread state on the hot
 /// path); entries only while the window is open, aborts and cancels always, and also in the
 /// window counters while it is open.
-#[inline(always)]
+#[inline(never)]
 fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
     // SAFETY: the helper has no preconditions.
     let cpu = unsafe { bpf_get_smp_processor_id() };
@@ -215,7 +226,7 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
 /// Counts the abort of `section` as a kernel restart, with its cause and position, when the
 /// kernel sent this thread to the abort handler being probed (rather than the section's own
 /// CPU-mismatch branch jumping there).
-#[inline(always)]
+#[inline(never)]
 fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, section: u32, cpu: u32) {
     // SAFETY: a plain value copied out at once.
     let Some(restart) = (unsafe { RESTART.get(&tid) }).copied() else {
@@ -267,16 +278,24 @@ pub fn rseq_ip_fixup(ctx: RawTracePointContext) -> i32 {
     if TRACED.get_ptr(&tgid).is_some() {
         let regs_ip: u64 = ctx.arg(0);
         let start_ip: u64 = ctx.arg(1);
-        // SAFETY: a plain value copied out at once.
-        let events = (unsafe { THREAD_EVENTS.get(&tid) })
-            .copied()
-            .unwrap_or_default();
-        // SAFETY: the helper has no preconditions.
-        let cpu = unsafe { bpf_get_smp_processor_id() };
+        // SAFETY: the helpers have no preconditions.
+        let (cpu, now) = unsafe { (bpf_get_smp_processor_id(), bpf_ktime_get_ns()) };
+        // Updated in place: a copy of the note and a new one on the stack would take this
+        // program over 64 bytes of stack (see `add`).
+        let cause = match THREAD_EVENTS.get_ptr_mut(&tid) {
+            Some(p) => {
+                // SAFETY: `p` points into a live map value that only this thread writes.
+                let note = unsafe { &mut *p };
+                let cause = Cause::classify(note.explaining(now), cpu);
+                *note = note.used();
+                cause
+            }
+            None => Cause::Other,
+        };
         let restart = Restart {
             abort_ip: ctx.arg(3),
             offset: regs_ip.wrapping_sub(start_ip).min(u32::MAX as u64) as u32,
-            cause: Cause::classify(events, cpu) as u32,
+            cause: cause as u32,
         };
         let _ = RESTART.insert(&tid, &restart, 0);
     }
@@ -284,12 +303,25 @@ pub fn rseq_ip_fixup(ctx: RawTracePointContext) -> i32 {
 }
 
 /// `rseq_update(t)`: the kernel refreshed the thread's rseq area on its way back to user space,
-/// right after any fixup: what happened before is explained, forget it.
+/// right after any fixup (up to 6.18) or just before it (6.19+): the note ends here; on 6.19+ it
+/// is set aside for a fixup of this same return ([`Note`]).
 #[raw_tracepoint(tracepoint = "rseq_update")]
 pub fn rseq_update(_ctx: RawTracePointContext) -> i32 {
     let pid_tgid = bpf_get_current_pid_tgid();
     if TRACED.get_ptr(&((pid_tgid >> 32) as u32)).is_some() {
-        let _ = THREAD_EVENTS.remove(&(pid_tgid as u32));
+        if let Some(p) = THREAD_EVENTS.get_ptr_mut(&(pid_tgid as u32)) {
+            // SAFETY: a plain read of a global the loader may have rewritten.
+            let before_fixup = unsafe { core::ptr::read_volatile(&UPDATE_BEFORE_FIXUP) } != 0;
+            // SAFETY: the helper has no preconditions; `p` points into a live map value that
+            // only this thread writes.
+            unsafe {
+                *p = if before_fixup {
+                    (*p).updated(bpf_ktime_get_ns())
+                } else {
+                    (*p).used()
+                }
+            };
+        }
     }
     0
 }
@@ -328,15 +360,22 @@ pub fn rseq_signal_deliver(_ctx: RawTracePointContext) -> i32 {
 
 #[inline(always)]
 fn note(tid: u32, flag: u32, switch_cpu: Option<u32>) {
-    // SAFETY: a plain value copied out at once; only this thread's context writes its entry.
-    let mut events = (unsafe { THREAD_EVENTS.get(&tid) })
-        .copied()
-        .unwrap_or_default();
-    events.flags |= flag;
+    let p = match THREAD_EVENTS.get_ptr_mut(&tid) {
+        Some(p) => p,
+        None => {
+            let _ = THREAD_EVENTS.insert(&tid, &Note::default(), 0);
+            match THREAD_EVENTS.get_ptr_mut(&tid) {
+                Some(p) => p,
+                None => return,
+            }
+        }
+    };
+    // SAFETY: `p` points into a live map value that only this thread's context writes.
+    let live = unsafe { &mut (*p).live };
+    live.flags |= flag;
     if let Some(cpu) = switch_cpu {
-        events.switch_cpu = cpu;
+        live.switch_cpu = cpu;
     }
-    let _ = THREAD_EVENTS.insert(&tid, &events, 0);
 }
 
 /// Adds one to a counter map value, creating it.
@@ -356,7 +395,7 @@ fn bump<K>(map: &HashMap<K, u64>, key: &K) {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(p, 1) };
 }
 
-#[inline(always)]
+#[inline(never)]
 fn add(tgid: u32, section: u32, cpu: u32, counter: Counter) {
     let key = CountKey {
         tgid,
@@ -367,18 +406,30 @@ fn add(tgid: u32, section: u32, cpu: u32, counter: Counter) {
     let p = match COUNTS.get_ptr_mut(&key) {
         Some(p) => p,
         None => {
-            // BPF_NOEXIST: if another CPU created it meanwhile, use theirs.
-            let _ = COUNTS.insert(&key, &Counters::default(), 1);
+            // BPF_NOEXIST: if another CPU created it meanwhile, use theirs. The zero value
+            // comes from a map: 80 bytes on the stack would take the program over 64 bytes
+            // of stack, where the kernel gives it a per-CPU stack instead.
+            let Some(zero) = ZERO_COUNTERS.get(0) else {
+                return health(Health::CountsFull);
+            };
+            let _ = COUNTS.insert(&key, zero, 1);
             match COUNTS.get_ptr_mut(&key) {
                 Some(p) => p,
                 None => return health(Health::CountsFull),
             }
         }
     };
-    // SAFETY: `p` points into a live map value; the index is in bounds.
-    unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*p).0[counter as usize], 1)
-    };
+    // The index goes through the stack and is checked after: LLVM cannot drop the check, and
+    // the verifier of Linux 6.1 (which loses the range of an index computed from a cause read
+    // out of a map) then sees a bounded offset.
+    let slot = counter as u32;
+    // SAFETY: a read of a local.
+    let i = unsafe { core::ptr::read_volatile(&slot) } as usize;
+    if i >= Counter::COUNT {
+        return;
+    }
+    // SAFETY: `p` points into a live map value; the index is in bounds (checked above).
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::Relaxed }>(&raw mut (*p).0[i], 1) };
 }
 
 #[inline(always)]

@@ -16,6 +16,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use rseq_common::{
+    cause::UPDATE_BEFORE_FIXUP_GLOBAL,
     cause::{PositionKey, POSITIONS_MAP},
     counters::{CountKey, Counters, COUNTS_MAP},
     health::{Health, HEALTH_MAP},
@@ -101,6 +102,11 @@ impl Tracer {
         preflight()?;
         let mut ebpf = EbpfLoader::new()
             .override_global(MODE_GLOBAL, &(mode as u8), true)
+            .override_global(
+                UPDATE_BEFORE_FIXUP_GLOBAL,
+                &(crate::kernel_features::rseq_update_before_fixup() as u8),
+                true,
+            )
             .map_max_entries(COUNTS_MAP, COUNTS_CAPACITY)
             .load(EBPF_OBJECT)?;
         uprobe(&mut ebpf)?.load()?;
@@ -442,6 +448,15 @@ fn preflight() -> Result<(), AttachError> {
     }
     if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
         return Err(AttachError::NoUprobes);
+    }
+    if let Some(missing) = crate::kernel_features::first_missing() {
+        let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .map_or_else(|_| "unknown release".to_owned(), |s| s.trim().to_owned());
+        return Err(AttachError::KernelTooOld {
+            release,
+            what: missing.what(),
+            since: missing.since(),
+        });
     }
     Ok(())
 }

@@ -33,6 +33,12 @@ pub enum AttachError {
     NotRoot,
     #[error("this kernel has no uprobe support (no /sys/bus/event_source/devices/uprobe); it needs CONFIG_UPROBE_EVENTS")]
     NoUprobes,
+    #[error("this kernel ({release}) is too old for rseq-trace: it lacks {what}, which Linux {since} added; rseq-trace runs on Linux 6.1 and later")]
+    KernelTooOld {
+        release: String,
+        what: &'static str,
+        since: &'static str,
+    },
     #[error("too many sections to trace ({sections}) for {cpus} CPUs")]
     TooManySections { sections: usize, cpus: u32 },
     #[error("cannot count the possible CPUs: {0}")]

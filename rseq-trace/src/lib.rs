@@ -6,9 +6,12 @@ pub mod attach;
 pub mod bench_rig;
 pub mod command;
 pub mod counts;
+#[cfg(test)]
+mod ebpf_frames;
 pub mod engine;
 pub mod error;
 pub mod estimate;
+pub mod kernel_features;
 pub mod listing;
 pub mod live;
 pub mod metrics;

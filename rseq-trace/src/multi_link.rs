@@ -73,7 +73,7 @@ impl MultiProgram {
         // Without a verifier log first (a full log buffer fails the load with ENOSPC); with one
         // only to explain a failure.
         match prog_load(insns, &license, None) {
-            Ok(fd) => Ok(MultiProgram { fd }),
+            Ok(fd) => MultiProgram { fd }.probed(),
             Err(e) => {
                 let mut log = vec![0u8; 1 << 20];
                 let _ = prog_load(insns, &license, Some(&mut log));
@@ -81,6 +81,19 @@ impl MultiProgram {
                 let tail = String::from_utf8_lossy(&log[end.saturating_sub(300)..end]);
                 Err(fail(format!("loading for multi links failed: {e}: {tail}")))
             }
+        }
+    }
+
+    /// Whether the kernel makes uprobe multi links: kernels before 6.6 load the program (they
+    /// ignore its expected attach type) but refuse the link. The probe libbpf uses: a link on
+    /// `/`, a directory, fails with EBADF where multi links exist and EINVAL where they don't.
+    fn probed(self) -> Result<Self, AttachError> {
+        match self.attach(Path::new("/"), &[0], &[0], None) {
+            Err(e) if e.raw_os_error() == Some(libc::EBADF) => Ok(self),
+            Ok(_) => Ok(self),
+            Err(e) => Err(AttachError::Multi(format!(
+                "the kernel makes no uprobe multi links (Linux 6.6+): {e}"
+            ))),
         }
     }
 
