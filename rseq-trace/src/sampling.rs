@@ -64,10 +64,17 @@ impl Budget {
     /// The next window's length, or `None` while the credit does not pay for one.
     pub fn next_window(&self, cpu_rate: f64) -> Option<Duration> {
         let rate = self.cost_rate.unwrap_or(cpu_rate);
-        if rate <= 0.0 || self.credit <= 0.0 {
+        if self.credit <= 0.0 {
             return None;
         }
-        let len = Duration::from_secs_f64((self.credit / rate).min(MAX_WINDOW.as_secs_f64()));
+        // Windows that cost nothing so far (no entry hit: the threads were idle, or slow to
+        // reach a section) are as long as allowed: sampling must never stop for good.
+        let len = if rate > 0.0 {
+            (self.credit / rate).min(MAX_WINDOW.as_secs_f64())
+        } else {
+            MAX_WINDOW.as_secs_f64()
+        };
+        let len = Duration::from_secs_f64(len);
         (len >= MIN_WINDOW).then_some(len)
     }
 
@@ -289,6 +296,16 @@ mod tests {
         cheap.spend(Duration::from_millis(10), 0.0001);
         cheap.earn(20.0, 2.0);
         assert_eq!(cheap.next_window(2.0), Some(MAX_WINDOW));
+    }
+
+    #[test]
+    fn a_window_without_hits_does_not_stop_sampling() {
+        let mut b = Budget::new(1.0);
+        b.earn(1.0, 1.0);
+        let len = b.next_window(1.0).expect("a first window");
+        b.spend(len, 0.0);
+        b.earn(0.1, 1.0);
+        assert_eq!(b.next_window(1.0), Some(MAX_WINDOW));
     }
 
     #[test]
