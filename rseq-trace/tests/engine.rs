@@ -237,7 +237,7 @@ fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
         aborts += count(t, "aborts");
         cancels += count(t, "cancels");
     }
-    assert!(aborts > 0 && cancels > 0);
+    assert!(aborts > 0 && cancels > 0, "{truth}");
 }
 
 /// Sampled mode: entries and commits are estimates whose reported uncertainty covers the

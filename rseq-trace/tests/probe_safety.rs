@@ -1,7 +1,7 @@
 //! The promise that tracing never breaks the traced program: no probe is ever inside
-//! [start_ip, post_commit_ip). Checked with the kernel's own list of attached uprobes against
-//! the descriptors as the workload itself sees them at run time, so neither side is
-//! rseq-trace's reading of the tables.
+//! [start_ip, post_commit_ip). Checked with the breakpoints in the process's own code and the
+//! kernel's own list of attached uprobes, against the descriptors as the workload itself sees
+//! them at run time, so neither side is rseq-trace's reading of the tables.
 
 mod support;
 
@@ -36,6 +36,36 @@ fn to_file_offset(maps: &[(u64, u64, u64)], addr: u64) -> u64 {
     addr - s + off
 }
 
+/// File offsets where the process's code differs from the file by a breakpoint byte (int3):
+/// the uprobes the kernel installed, as the CPU will meet them, on every kernel (the link list
+/// says where probes are only from Linux 6.6 on).
+fn breakpoints(pid: u32, path: &str) -> HashSet<u64> {
+    use std::os::unix::fs::FileExt;
+    let file = fs::read(path).unwrap();
+    let mem = fs::File::open(format!("/proc/{pid}/mem")).unwrap();
+    let mut found = HashSet::new();
+    let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
+    let code = maps.lines().filter(|l| l.ends_with(path)).filter_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let (s, e) = f[0].split_once('-')?;
+        let hex = |x: &str| u64::from_str_radix(x, 16).ok();
+        f[1].contains('x').then_some((hex(s)?, hex(e)?, hex(f[2])?))
+    });
+    for (start, end, off) in code {
+        let mut bytes = vec![0u8; (end - start) as usize];
+        if mem.read_exact_at(&mut bytes, start).is_err() {
+            continue; // not readable (a guard page)
+        }
+        for (i, b) in bytes.iter().enumerate() {
+            let at = off as usize + i;
+            if *b == 0xcc && file.get(at).is_some_and(|f| *f != 0xcc) {
+                found.insert(at as u64);
+            }
+        }
+    }
+    found
+}
+
 #[test]
 fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
     assert!(
@@ -53,18 +83,46 @@ fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
         .into_iter()
         .filter(|u| u.file == exe)
         .collect();
+    let int3 = breakpoints(workload.pid, exe);
     workload.release();
     let truth = workload.finish();
     tracer.finish();
+    let descriptors = truth["descriptors"].as_array().unwrap();
+    assert_eq!(descriptors.len(), 3);
+    let at = |d: &serde_json::Value, k: &str| to_file_offset(&maps, d[k].as_u64().unwrap());
+
+    // What the CPU meets: no breakpoint inside a section, on any kernel.
+    assert!(!int3.is_empty(), "no breakpoint in the workload's code");
+    for d in descriptors {
+        let (start, end) = (at(d, "start_ip"), at(d, "post_commit_ip"));
+        assert!(
+            !int3.iter().any(|b| (start..end).contains(b)),
+            "a breakpoint inside {} [{start:#x}, {end:#x}): {int3:x?}",
+            d["function"]
+        );
+    }
+    if probes.is_empty() {
+        // Before Linux 6.6 the kernel neither makes multi links nor tells where a perf-event
+        // link's uprobe is: the breakpoints above are the whole check.
+        eprintln!(
+            "the kernel lists no uprobe links (before 6.6): checked {} breakpoints in memory",
+            int3.len()
+        );
+        let expected: usize = descriptors
+            .iter()
+            .map(|d| 2 + d["exit_ips"].as_array().unwrap().len())
+            .sum();
+        assert_eq!(int3.len(), expected, "breakpoints: {int3:x?}");
+        return;
+    }
+    let listed: HashSet<u64> = probes.iter().map(|p| p.offset).collect();
+    assert_eq!(listed, int3, "the kernel's link list and the code disagree");
 
     // One multi link per file: detaching is one grace period, not one per probe (~100 ms).
     assert!(
         probes.iter().all(|p| p.multi),
         "probes not in uprobe multi links: {probes:#?}"
     );
-    let descriptors = truth["descriptors"].as_array().unwrap();
-    assert_eq!(descriptors.len(), 3);
-    let at = |d: &serde_json::Value, k: &str| to_file_offset(&maps, d[k].as_u64().unwrap());
 
     // The safety property, over every probe the kernel has on the file.
     for p in &probes {

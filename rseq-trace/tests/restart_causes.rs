@@ -1,5 +1,6 @@
 //! Why and where sections restart: each provoked cause (signals only, yields only, CPU-affinity
-//! migrations) must come out as the dominant cause, and the kernel must be seen interrupting the
+//! migrations) must be reported, against the program's own count where it has one (signals),
+//! no cause that was not provoked may appear, and the kernel must be seen interrupting the
 //! sections inside their delay loop, where they spend their time. Aborts mode: no probe on the
 //! hot path to change what the program does.
 
@@ -10,14 +11,19 @@ use std::process::Command;
 use serde_json::Value;
 use support::{count, is_root, run_traced, trace_bin, workload_bin, workload_command};
 
-/// `rseq-trace run --mode aborts -- rseq-workload --delay 300 --duration 2 ARGS`: (ground
-/// truth, summary).
+/// `rseq-trace run --mode aborts -- rseq-workload --delay 300 --duration 2 ARGS` (ARGS may set
+/// another delay): (ground truth, summary).
 fn traced(args: &[&str]) -> (Value, Value) {
     assert!(
         is_root(),
         "the integration tests load eBPF programs: run them as root"
     );
-    let workload = [&["--delay", "300", "--duration", "2"], args].concat();
+    let delay = if args.contains(&"--delay") {
+        &[][..]
+    } else {
+        &["--delay", "300"][..]
+    };
+    let workload = [delay, &["--duration", "2"], args].concat();
     let (truth, traced) = run_traced(&["--mode", "aborts"], &workload_command(&workload));
     assert_eq!(traced["restart_causes_counted"], true, "{traced}");
     (truth, traced)
@@ -40,10 +46,15 @@ fn causes(traced: &Value) -> Vec<(String, u64)> {
         .collect()
 }
 
-fn dominant(traced: &Value) -> String {
+/// One cause's total, printing them all once.
+fn cause(all: &[(String, u64)], name: &str) -> u64 {
+    all.iter().find(|(n, _)| n == name).unwrap().1
+}
+
+fn causes_printed(traced: &Value) -> Vec<(String, u64)> {
     let all = causes(traced);
     eprintln!("abort causes: {all:?}");
-    all.into_iter().max_by_key(|(_, n)| *n).unwrap().0
+    all
 }
 
 /// Kernel restarts by cause add up, and aborts equal the workload's own count.
@@ -73,7 +84,26 @@ fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
     let (truth, traced) = traced(&["--threads", "2", "--signal-every", "50"]);
     assert!(count(&truth, "signals_received") > 0, "{truth}");
     assert_consistent(&truth, &traced);
-    assert_eq!(dominant(&traced), "signal");
+    // Ground truth: the workload's handler saw abort_ip as the interrupted pc in that many
+    // attempts (the kernel moves the pc there before it builds the frame). Every restart
+    // rseq-trace calls `signal` is one of them. The handler cannot tell the rest apart: a
+    // thread already sent to abort_ip (by a preemption noticed first on the same return to user
+    // space, by a migration, or by its own CPU check) and signalled before it ran on. So the
+    // program's count lies between rseq-trace's signal restarts and all the aborts it counted.
+    let all = causes_printed(&traced);
+    let signal = cause(&all, "signal");
+    let aborts: u64 = all.iter().map(|(_, n)| n).sum();
+    let seen = count(&truth, "signal_restarts");
+    eprintln!("the program saw {seen} signal restarts");
+    assert!(signal > 0, "{all:?}");
+    assert!(
+        signal <= seen,
+        "{signal} signal restarts, but the program saw {seen}"
+    );
+    assert!(
+        seen <= aborts,
+        "the program saw {seen} signal restarts, rseq-trace counted {aborts} aborts: {all:?}"
+    );
 
     // Position: every section's hottest interrupted offset lies in its delay loop, shown as the
     // instruction there and its source line.
@@ -126,9 +156,10 @@ fn yields_only_are_reported_as_preemption() {
     // Four threads on the CPUs: a yield hands the CPU to a thread preempted inside a section.
     let (truth, traced) = traced(&["--threads", "4", "--yield-every", "10"]);
     assert_consistent(&truth, &traced);
-    assert_eq!(dominant(&traced), "preemption");
-    let all = causes(&traced);
-    assert_eq!(all.iter().find(|(n, _)| n == "signal").unwrap().1, 0);
+    let all = causes_printed(&traced);
+    assert!(cause(&all, "preemption") > 0, "{all:?}");
+    // No signal was sent: none may be reported, however busy the machine.
+    assert_eq!(cause(&all, "signal"), 0);
 }
 
 #[test]
@@ -139,10 +170,22 @@ fn affinity_changes_are_reported_as_migration() {
         return;
     }
     // One worker, so the controller thread that moves it runs on a free CPU and preempts nothing.
-    let (truth, traced) = traced(&["--threads", "1", "--migrate-every-ms", "2"]);
+    // Long sections (a 3,000-spin delay), so most moves catch the worker inside one.
+    let (truth, traced) = traced(&[
+        "--threads",
+        "1",
+        "--migrate-every-ms",
+        "2",
+        "--delay",
+        "3000",
+    ]);
     assert!(count(&truth, "migrations_requested") > 0);
     assert_consistent(&truth, &traced);
-    assert_eq!(dominant(&traced), "migration");
+    // How many moves caught the worker inside a section depends on timing; that some did and
+    // were told apart from everything else, and that nothing was called a signal, does not.
+    let all = causes_printed(&traced);
+    assert!(cause(&all, "migration") > 0, "{all:?}");
+    assert_eq!(cause(&all, "signal"), 0);
 }
 
 #[test]

@@ -66,6 +66,10 @@ struct Cli {
     /// Every N iterations, SIGUSR1 the next worker thread (0 = off).
     #[arg(long, default_value_t = 0)]
     signal_every: u64,
+    /// Every N iterations, enter each section expecting another CPU than the thread is on: the
+    /// section's own CPU check aborts it, on any machine however busy (0 = off; needs 2 CPUs).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    mismatch_every: u64,
     /// Every N milliseconds, pin each worker to another CPU with sched_setaffinity,
     /// round-robin over the CPUs allowed at start (migration aborts; 0 = off; needs 2 CPUs).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -140,6 +144,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         Some(lib) => (lib.fns, lib.descriptors, lib.path),
         None => (SectionFns::BUILT_IN, built_in, "executable".to_string()),
     };
+    signals::watch_abort_ips(descriptors.iter().map(|d| d.abort_ip));
     signals::install_stop_handlers()?;
 
     let plan = Plan {
@@ -152,6 +157,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         delay: cli.delay,
         yield_every: cli.yield_every,
         signal_every: cli.signal_every,
+        mismatch_every: cli.mismatch_every,
         burst: cli.burst,
         registration,
         fns,
@@ -167,6 +173,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         threads: plan.threads,
         sections: SectionsReport::new(&truth),
         signals_received: signals::signals_received(),
+        signal_restarts: signals::signal_restarts(),
         invariant_ok: problems.is_empty(),
         signals_sent: truth.signals_sent,
         migrations_requested,

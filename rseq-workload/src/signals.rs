@@ -2,15 +2,59 @@
 //! makes the kernel abort it), SIGUSR2 opens the `--gate`, SIGINT/SIGTERM stop the run
 //! early but still print the report.
 
+use std::cell::Cell;
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 static SIGNALS_RECEIVED: AtomicU64 = AtomicU64::new(0);
+static SIGNAL_RESTARTS: AtomicU64 = AtomicU64::new(0);
 static STOP: AtomicBool = AtomicBool::new(false);
+/// The abort_ip of every section being run (0 = none), for [`signal_restarts`].
+static ABORT_IPS: [AtomicU64; 3] = [const { AtomicU64::new(0) }; 3];
 
-extern "C" fn on_sigusr1(_sig: libc::c_int) {
-    // Lock-free atomic: async-signal-safe.
+thread_local! {
+    /// The calling thread's section attempts so far ([`next_attempt`]).
+    static ATTEMPT: Cell<u64> = const { Cell::new(0) };
+    /// The attempt whose restart the handler counted last: a signal that arrives while the
+    /// thread still stands at abort_ip after a counted one (it was pending during the handler)
+    /// is not a second restart.
+    static COUNTED: Cell<u64> = const { Cell::new(u64::MAX) };
+}
+
+extern "C" fn on_sigusr1(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mut libc::c_void) {
+    // Lock-free atomics only: async-signal-safe.
     SIGNALS_RECEIVED.fetch_add(1, Ordering::Relaxed);
+    // SAFETY: with SA_SIGINFO the kernel passes the interrupted context as the third argument.
+    let pc = unsafe { interrupted_pc(uc.cast()) };
+    if pc != 0 && ABORT_IPS.iter().any(|a| a.load(Ordering::Relaxed) == pc) {
+        // Const-initialised thread-locals without destructors: plain TLS reads and writes.
+        let attempt = ATTEMPT.with(Cell::get);
+        if COUNTED.with(|c| c.replace(attempt)) != attempt {
+            SIGNAL_RESTARTS.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Call before each section attempt, so [`signal_restarts`] counts each attempt once.
+#[inline]
+pub fn next_attempt() {
+    ATTEMPT.with(|a| a.set(a.get().wrapping_add(1)));
+}
+
+/// # Safety
+/// `uc` must be the context a SA_SIGINFO handler received.
+#[cfg(target_arch = "x86_64")]
+unsafe fn interrupted_pc(uc: *const libc::ucontext_t) -> u64 {
+    // SAFETY: as the caller promises.
+    unsafe { (*uc).uc_mcontext.gregs[libc::REG_RIP as usize] as u64 }
+}
+
+/// # Safety
+/// `uc` must be the context a SA_SIGINFO handler received.
+#[cfg(target_arch = "aarch64")]
+unsafe fn interrupted_pc(uc: *const libc::ucontext_t) -> u64 {
+    // SAFETY: as the caller promises.
+    unsafe { (*uc).uc_mcontext.pc }
 }
 
 extern "C" fn on_stop(_sig: libc::c_int) {
@@ -36,9 +80,38 @@ fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> Result<(), 
     Ok(())
 }
 
-/// Installs the SIGUSR1 handler (count only, SA_RESTART). Must run before workers start.
+/// Installs the SIGUSR1 handler (counts, SA_RESTART). Must run before workers start.
 pub fn install_sigusr1_counter() -> Result<(), String> {
-    install(libc::SIGUSR1, on_sigusr1)
+    // SAFETY: as in `install`; the handler only touches atomics.
+    let rc = unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_sigusr1 as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART | libc::SA_SIGINFO;
+        libc::sigemptyset(&mut sa.sa_mask);
+        libc::sigaction(libc::SIGUSR1, &sa, std::ptr::null_mut())
+    };
+    if rc != 0 {
+        return Err(format!(
+            "sigaction(SIGUSR1) failed: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    Ok(())
+}
+
+/// The sections' abort handlers, so the SIGUSR1 handler can tell a signal that restarted a
+/// section: the kernel moves the pc to abort_ip before it builds the signal frame, so the
+/// handler sees abort_ip as the interrupted pc. Must run before workers start.
+pub fn watch_abort_ips(ips: impl IntoIterator<Item = u64>) {
+    for (slot, ip) in ABORT_IPS.iter().zip(ips) {
+        slot.store(ip, Ordering::Relaxed);
+    }
+}
+
+/// SIGUSR1 handled with the interrupted pc at a section's abort_ip: the sections the kernel
+/// restarted because of a signal, as the program itself sees them.
+pub fn signal_restarts() -> u64 {
+    SIGNAL_RESTARTS.load(Ordering::Relaxed)
 }
 
 /// Makes SIGINT and SIGTERM request a clean stop (report still printed).

@@ -224,6 +224,9 @@ pub struct Report {
     pub sections: SectionsReport,
     /// SIGUSR1 handled by the workers' handler.
     pub signals_received: u64,
+    /// Of those, the ones that interrupted a section, which the kernel restarted: the handler
+    /// saw the section's abort_ip as the interrupted pc.
+    pub signal_restarts: u64,
     /// Whether every invariant held.
     pub invariant_ok: bool,
     /// SIGUSR1 sent (accepted by tgkill).
@@ -302,6 +305,7 @@ mod tests {
             threads: 2,
             sections: SectionsReport::new(&a),
             signals_received: 0,
+            signal_restarts: 0,
             invariant_ok: true,
             signals_sent: 0,
             migrations_requested: 0,

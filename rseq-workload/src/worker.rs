@@ -27,6 +27,8 @@ pub struct Plan {
     pub yield_every: u64,
     /// SIGUSR1 to the next worker every N iterations (0 = never).
     pub signal_every: u64,
+    /// Enter the sections expecting the wrong CPU every N iterations (0 = never).
+    pub mismatch_every: u64,
     /// Push steps, then as many pop steps, alternating.
     pub burst: u64,
     /// Whose rseq area to use.
@@ -161,17 +163,29 @@ pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
             }
         }
         let yield_now = plan.yield_every > 0 && nth.is_multiple_of(plan.yield_every);
+        let mismatch = plan.mismatch_every > 0 && nth.is_multiple_of(plan.mismatch_every);
+        // The CPU the section checks: the one the thread is on, or another one, which makes
+        // the section abort by its own check (a commit proves the thread was on it).
+        let expect = |cpu: u32| {
+            if mismatch && ncpus > 1 {
+                (cpu + 1) % ncpus as u32
+            } else {
+                cpu
+            }
+        };
 
-        let cpu = rseq.cpu_id_start();
+        let cpu = expect(rseq.cpu_id_start());
         maybe_yield(yield_now);
+        signals::next_attempt();
         let out = plan
             .fns
             .counter_add(&rseq, percpu, cpu, plan.delay)
             .ok_or_else(|| cpu_out_of_range(cpu, ncpus))?;
         truth.record(Section::CounterAdd, cpu, out);
 
-        let cpu = rseq.cpu_id_start();
+        let cpu = expect(rseq.cpu_id_start());
         maybe_yield(yield_now);
+        signals::next_attempt();
         if (iter / burst).is_multiple_of(2) {
             let item = item_value(index, iter);
             let out = plan

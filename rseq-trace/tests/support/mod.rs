@@ -212,7 +212,8 @@ fn finish_json(mut child: Child, stderr: Lines, what: &str) -> Value {
 }
 
 /// Workload arguments that provoke every outcome: in-section delay (preemption aborts), yields
-/// between reading the CPU and entering (CPU-mismatch aborts), signals (kernel restarts) and
+/// between reading the CPU and entering (CPU-mismatch aborts), deliberate CPU mismatches (aborts
+/// whatever the timing), signals (kernel restarts) and
 /// bursts past the stack capacity (cancels).
 pub fn provoking(threads: &'static str, iterations: &'static str) -> Vec<&'static str> {
     provoking_for(threads, "--iterations", iterations)
@@ -235,6 +236,9 @@ pub fn provoking_for(
         "16",
         "--signal-every",
         "64",
+        // Own CPU-mismatch aborts on any machine, however busy or slow.
+        "--mismatch-every",
+        "97",
     ]
 }
 
