@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Idempotent setup for a fresh Debian 12 machine (run as root).
 # Installs Debian's rustc 1.96 (rust-web) for the eBPF build, LLVM 22, bpf-linker 0.13.0
-# built against it, and the test tools. A second run only checks and takes seconds.
+# built against it, and the test tools (QEMU and busybox for the kernel matrix). A second run
+# only checks and takes seconds.
 # Usage: scripts/bootstrap.sh [--bench]
 #   --bench: also the tools only bench/bench.sh uses (bpftrace, as the comparison for the
 #   probe-cost row; curl). Opt-in, so CI does not install bpftrace and its LLVM.
@@ -28,7 +29,8 @@ fi
 debs=(rustc-web cargo-web rust-web-src llvm-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
       python3 jq binutils lld-22 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
       binutils-aarch64-linux-gnu
-      prometheus systemd python3-venv)
+      prometheus systemd python3-venv
+      qemu-system-x86 busybox-static cpio xz-utils zstd kmod)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

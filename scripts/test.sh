@@ -40,6 +40,16 @@ if [ "$fuzz_status" -ne 0 ]; then
     exit 1
 fi
 
-# One closing line over every test binary, so the total is not hidden behind the last one.
+echo "== kernel matrix: the kernel-facing tests in every supported kernel, under QEMU"
+matrix_log=$(mktemp)
+trap 'rm -f "$log" "$fuzz_log" "$matrix_log"' EXIT
+set +e
+bash scripts/kernel-matrix.sh 2>&1 | tee "$matrix_log"
+matrix_status=${PIPESTATUS[0]}
+set -e
+
+# One closing line over every test binary and the matrix, so no total hides behind another.
 awk '/^test result:/ { p += $4; f += $6; s += $8 }
-     END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log"
+     /^kernel matrix: [0-9]+ passed/ { p += $3; f += $5; s += $7 }
+     END { printf "all tests: %d passed, %d failed, %d skipped\n", p, f, s }' "$log" "$matrix_log"
+exit "$matrix_status"

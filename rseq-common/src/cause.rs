@@ -32,6 +32,8 @@ pub struct ThreadEvents {
     pub flags: u32,
     /// CPU the thread was last switched out on.
     pub switch_cpu: u32,
+    /// `bpf_ktime_get_ns` when the last signal was delivered ([`SIGNALLED`]).
+    pub signal_ns: u64,
 }
 
 /// A thread's note: what happened since the last `rseq_update` (`live`), and what had happened
@@ -57,6 +59,7 @@ impl Note {
             live: ThreadEvents {
                 flags: 0,
                 switch_cpu: self.live.switch_cpu,
+                signal_ns: 0,
             },
             before_update: self.live,
             updated_ns: now,
@@ -64,17 +67,26 @@ impl Note {
     }
 
     /// The events that explain a fixup at `now`: those noted since the last update, or, when
-    /// none were and that update was part of this same return (6.19+), those before it.
+    /// none were and that update was part of this same return (6.19+), those before it. A
+    /// signal explains only a fixup of its own delivery, which follows it at once: where the
+    /// kernel writes the IDs only when they change (the V2 ABI of 7.1+) no update ends a note
+    /// after a signal delivered outside any section, and it must not explain a later restart.
     #[inline(always)]
     pub const fn explaining(self, now: u64) -> ThreadEvents {
-        if self.live.flags == 0
+        let mut events = if self.live.flags == 0
             && self.updated_ns != 0
             && now.wrapping_sub(self.updated_ns) < Self::SAME_RETURN_NS
         {
             self.before_update
         } else {
             self.live
+        };
+        if events.flags & SIGNALLED != 0
+            && now.wrapping_sub(events.signal_ns) >= Self::SAME_RETURN_NS
+        {
+            events.flags &= !SIGNALLED;
         }
+        events
     }
 
     /// After a fixup: nothing left to explain.
@@ -84,10 +96,12 @@ impl Note {
             live: ThreadEvents {
                 flags: 0,
                 switch_cpu: self.live.switch_cpu,
+                signal_ns: 0,
             },
             before_update: ThreadEvents {
                 flags: 0,
                 switch_cpu: 0,
+                signal_ns: 0,
             },
             updated_ns: 0,
         }
@@ -194,7 +208,11 @@ mod tests {
     use super::*;
 
     fn ev(flags: u32, switch_cpu: u32) -> ThreadEvents {
-        ThreadEvents { flags, switch_cpu }
+        ThreadEvents {
+            flags,
+            switch_cpu,
+            signal_ns: 0,
+        }
     }
 
     #[test]
@@ -247,13 +265,31 @@ mod tests {
 
     #[test]
     fn an_old_update_or_new_events_are_not_mixed_up() {
-        let n = noted(SIGNALLED, 0).updated(1_000);
+        let mut n = noted(SIGNALLED, 0);
+        n.live.signal_ns = 900;
+        let n = n.updated(1_000);
         // Long after: another return; nothing noted since, so nothing explains it.
         assert_eq!(n.explaining(1_000 + Note::SAME_RETURN_NS).flags, 0);
         // Events noted since the update win over what was set aside.
         let mut m = n;
         m.live.flags = PREEMPTED | SWITCHED;
         assert_eq!(m.explaining(1_500).flags, PREEMPTED | SWITCHED);
+    }
+
+    #[test]
+    fn a_signal_explains_only_the_fixup_of_its_delivery() {
+        let mut n = noted(SIGNALLED | PREEMPTED | SWITCHED, 0);
+        n.live.signal_ns = 1_000;
+        assert_eq!(
+            Cause::classify(n.explaining(1_200), 0),
+            Cause::Signal,
+            "a fixup right after the delivery"
+        );
+        assert_eq!(
+            Cause::classify(n.explaining(1_000 + Note::SAME_RETURN_NS), 0),
+            Cause::Preemption,
+            "a later preemption restart, no update in between (V2)"
+        );
         for c in Cause::ALL {
             assert_eq!(Cause::from_u32(c as u32), c);
         }

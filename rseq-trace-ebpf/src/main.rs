@@ -373,8 +373,10 @@ fn note(tid: u32, flag: u32, switch_cpu: Option<u32>) {
     // SAFETY: `p` points into a live map value that only this thread's context writes.
     let live = unsafe { &mut (*p).live };
     live.flags |= flag;
-    if let Some(cpu) = switch_cpu {
-        live.switch_cpu = cpu;
+    match switch_cpu {
+        Some(cpu) => live.switch_cpu = cpu,
+        // SAFETY: the helper has no preconditions.
+        None => live.signal_ns = unsafe { bpf_ktime_get_ns() },
     }
 }
 

@@ -100,6 +100,9 @@ pub struct Tracer {
 impl Tracer {
     pub fn load(mode: Mode) -> Result<Self, AttachError> {
         preflight()?;
+        if crate::kernel_features::emulated_by_qemu_tcg_smp() {
+            warn!("this machine is QEMU's TCG emulator with several CPUs: in its multi-threaded mode, uprobes on different instructions can crash the traced program (a QEMU fault, docs/kernels.md); run QEMU with -accel tcg,thread=single, or KVM");
+        }
         let mut ebpf = EbpfLoader::new()
             .override_global(MODE_GLOBAL, &(mode as u8), true)
             .override_global(

@@ -50,6 +50,33 @@ pub fn rseq_update_before_fixup() -> bool {
     })
 }
 
+/// Whether this machine is QEMU's TCG emulator with more than one CPU. Its multi-threaded mode
+/// (QEMU's default for several CPUs) runs a uprobe's out-of-line single step wrongly when two
+/// CPUs step different instructions of one process: the thread resumes a few bytes into the
+/// probed instruction and crashes (reproduced with plain tracefs uprobes on kernels 6.1 to
+/// 6.18, never with `-accel tcg,thread=single` nor on hardware; `docs/kernels.md`).
+#[cfg(target_arch = "x86_64")]
+pub fn emulated_by_qemu_tcg_smp() -> bool {
+    use std::arch::x86_64::__cpuid;
+    let hypervisor = __cpuid(1).ecx & (1 << 31) != 0;
+    if !hypervisor {
+        return false;
+    }
+    // Leaf 0x40000000 is the hypervisor's signature when the bit is set.
+    let leaf = __cpuid(0x4000_0000);
+    let mut vendor = [0u8; 12];
+    vendor[..4].copy_from_slice(&leaf.ebx.to_le_bytes());
+    vendor[4..8].copy_from_slice(&leaf.ecx.to_le_bytes());
+    vendor[8..].copy_from_slice(&leaf.edx.to_le_bytes());
+    &vendor == b"TCGTCGTCGTCG" && std::thread::available_parallelism().is_ok_and(|n| n.get() > 1)
+}
+
+/// Elsewhere QEMU's TCG is not recognised.
+#[cfg(not(target_arch = "x86_64"))]
+pub fn emulated_by_qemu_tcg_smp() -> bool {
+    false
+}
+
 const BPF_FUNC_MAP_LOOKUP_ELEM: i32 = 1;
 const BPF_FUNC_GET_ATTACH_COOKIE: i32 = 174;
 const BPF_F_NO_PREALLOC: u32 = 1;

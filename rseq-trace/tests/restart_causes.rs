@@ -79,21 +79,20 @@ fn assert_consistent(truth: &Value, traced: &Value) {
     assert_eq!(aborts(traced, "sections"), aborts(truth, "sections"));
 }
 
-#[test]
-fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
-    let (truth, traced) = traced(&["--threads", "2", "--signal-every", "50"]);
-    assert!(count(&truth, "signals_received") > 0, "{truth}");
-    assert_consistent(&truth, &traced);
+/// Signal restarts, against the program's own count of them.
+fn assert_signal_restarts(truth: &Value, traced: &Value) {
+    assert!(count(truth, "signals_received") > 0, "{truth}");
+    assert_consistent(truth, traced);
     // Ground truth: the workload's handler saw abort_ip as the interrupted pc in that many
     // attempts (the kernel moves the pc there before it builds the frame). Every restart
     // rseq-trace calls `signal` is one of them. The handler cannot tell the rest apart: a
     // thread already sent to abort_ip (by a preemption noticed first on the same return to user
     // space, by a migration, or by its own CPU check) and signalled before it ran on. So the
     // program's count lies between rseq-trace's signal restarts and all the aborts it counted.
-    let all = causes_printed(&traced);
+    let all = causes_printed(traced);
     let signal = cause(&all, "signal");
     let aborts: u64 = all.iter().map(|(_, n)| n).sum();
-    let seen = count(&truth, "signal_restarts");
+    let seen = count(truth, "signal_restarts");
     eprintln!("the program saw {seen} signal restarts");
     assert!(signal > 0, "{all:?}");
     assert!(
@@ -104,6 +103,12 @@ fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
         seen <= aborts,
         "the program saw {seen} signal restarts, rseq-trace counted {aborts} aborts: {all:?}"
     );
+}
+
+#[test]
+fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
+    let (truth, traced) = traced(&["--threads", "2", "--signal-every", "50"]);
+    assert_signal_restarts(&truth, &traced);
 
     // Position: every section's hottest interrupted offset lies in its delay loop, shown as the
     // instruction there and its source line.
@@ -149,6 +154,72 @@ fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
             "{top}"
         );
     }
+}
+
+/// The same under the ABI glibc 2.40+ selects (an area of the kernel's feature size: V2 on
+/// Linux 7.1+, where `rseq_update` fires only when the IDs change and before the fixup).
+#[test]
+fn signals_are_reported_as_signal_with_the_kernels_extended_rseq_abi() {
+    assert!(is_root(), "the integration tests load eBPF programs");
+    let workload = workload_bin();
+    let args = [
+        "GLIBC_TUNABLES=glibc.pthread.rseq=0",
+        workload.to_str().unwrap(),
+        "--extended-rseq",
+        "--delay",
+        "300",
+        "--duration",
+        "2",
+        "--threads",
+        "2",
+        "--signal-every",
+        "50",
+    ];
+    let mut command = vec!["env".to_owned()];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let (truth, traced) = run_traced(&["--mode", "aborts"], &command);
+    eprintln!("registered with {} bytes", truth["rseq_len"]);
+    assert_signal_restarts(&truth, &traced);
+}
+
+/// The time-slice extension (Linux 7.0+): threads that ask for it over every iteration get
+/// grants instead of some preemptions, and give the CPU back with `rseq_slice_yield`. A grant
+/// restarts nothing: the aborts still equal the program's own count, and the signal restarts its
+/// own count of them, with grants and yields going on all the time.
+#[test]
+fn time_slice_grants_and_yields_are_not_restarts() {
+    assert!(is_root(), "the integration tests load eBPF programs");
+    let workload = workload_bin();
+    let args = [
+        "GLIBC_TUNABLES=glibc.pthread.rseq=0",
+        workload.to_str().unwrap(),
+        "--extended-rseq",
+        "--slice-extension",
+        "--delay",
+        "300",
+        "--threads",
+        "4",
+        "--signal-every",
+        "50",
+    ];
+    let probe = Command::new("env")
+        .args(args)
+        .args(["--duration", "0.2"])
+        .output()
+        .unwrap();
+    let args = [&args[..], &["--duration", "2"]].concat();
+    let err = String::from_utf8_lossy(&probe.stderr);
+    if err.contains("no time-slice extension") {
+        eprintln!("skipped: {}", err.trim());
+        return;
+    }
+    let mut command = vec!["env".to_owned()];
+    command.extend(args.iter().map(|a| a.to_string()));
+    let (truth, traced) = run_traced(&["--mode", "aborts"], &command);
+    let grants = count(&truth, "slice_grants");
+    eprintln!("{grants} time-slice extensions granted");
+    assert!(grants > 0, "the kernel granted no extension: {truth}");
+    assert_signal_restarts(&truth, &traced);
 }
 
 #[test]

@@ -21,6 +21,7 @@
 mod library;
 mod migrate;
 mod signals;
+mod slice;
 mod truth;
 mod worker;
 
@@ -66,6 +67,15 @@ struct Cli {
     /// Every N iterations, SIGUSR1 the next worker thread (0 = off).
     #[arg(long, default_value_t = 0)]
     signal_every: u64,
+    /// With GLIBC_TUNABLES=glibc.pthread.rseq=0: register our own rseq area with the length
+    /// the kernel announces (AT_RSEQ_FEATURE_SIZE), as glibc 2.40+ does; on Linux 7.1+ that
+    /// selects the V2 ABI (IDs written only when they change).
+    #[arg(long)]
+    extended_rseq: bool,
+    /// With --extended-rseq: ask for a time-slice extension over every iteration (Linux 7.0+)
+    /// and give the CPU back with rseq_slice_yield after each grant.
+    #[arg(long)]
+    slice_extension: bool,
     /// Every N iterations, enter each section expecting another CPU than the thread is on: the
     /// section's own CPU check aborts it, on any machine however busy (0 = off; needs 2 CPUs).
     #[arg(long, default_value_t = 0, value_name = "N")]
@@ -123,7 +133,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         0 => None,
         ms => Some(Controller::new(ms)?),
     };
-    let registration = Registration::detect();
+    let registration = Registration::detect(cli.extended_rseq)?;
     // Fail before the gate if this thread cannot use rseq (workers attach again).
     drop(ThreadRseq::attach(registration)?);
     // The executable's own tables are checked in every mode.
@@ -158,6 +168,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         yield_every: cli.yield_every,
         signal_every: cli.signal_every,
         mismatch_every: cli.mismatch_every,
+        slice_extension: cli.slice_extension,
         burst: cli.burst,
         registration,
         fns,
@@ -176,11 +187,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         signal_restarts: signals::signal_restarts(),
         invariant_ok: problems.is_empty(),
         signals_sent: truth.signals_sent,
+        slice_grants: truth.slice_grants,
         migrations_requested,
         total_iterations: truth.iterations,
         elapsed_secs: elapsed.as_secs_f64(),
         possible_cpus: percpu.ncpus(),
         rseq_registration: registration.name(),
+        rseq_len: registration.area_len(),
         sections_from,
         descriptors,
     };

@@ -25,9 +25,14 @@ pub const OFFSET_CPU_ID: usize = 4;
 /// Byte offset of `rseq_cs` in `struct rseq` (the descriptor store right before start_ip).
 pub const OFFSET_RSEQ_CS: usize = 8;
 
-/// Size passed to `sys_rseq` for our own area: the original 32-byte ABI size, which
-/// every kernel since 4.18 accepts.
-const OWN_AREA_LEN: u32 = 32;
+/// Size passed to `sys_rseq` for our own area by default: the original 32-byte ABI size,
+/// which every kernel since 4.18 accepts.
+const ORIG_RSEQ_LEN: u32 = 32;
+/// Room for our own area: the 32 bytes above and the fields later kernels added (7.x's
+/// `struct rseq` is 64 bytes), for a registration with the kernel's feature size.
+const OWN_AREA_SIZE: u32 = 64;
+/// `AT_RSEQ_FEATURE_SIZE` (Linux 6.3+): how much of `struct rseq` the kernel supports.
+const AT_RSEQ_FEATURE_SIZE: libc::c_ulong = 27;
 /// `RSEQ_FLAG_UNREGISTER`.
 const RSEQ_FLAG_UNREGISTER: libc::c_int = 1;
 /// `cpu_id` value before registration (`RSEQ_CPU_ID_UNINITIALIZED`).
@@ -51,7 +56,9 @@ pub struct Rseq {
     pub node_id: u32,
     /// Concurrency id (kernel 6.3+).
     pub mm_cid: u32,
-    _pad: u32,
+    /// Time-slice extension (Linux 7.0+, an area registered longer than 32 bytes): byte 0
+    /// `request` (user space asks to finish before being preempted), byte 1 `granted`.
+    pub slice_ctrl: u32,
 }
 
 const _: () = {
@@ -70,7 +77,7 @@ impl Rseq {
             flags: 0,
             node_id: 0,
             mm_cid: 0,
-            _pad: 0,
+            slice_ctrl: 0,
         }
     }
 }
@@ -86,8 +93,19 @@ thread_local! {
     /// Our own area, used only when glibc did not register one. Const-initialised and
     /// without a destructor, so it lives in the static TLS block for the whole life of
     /// the thread, longer than the registration that points at it.
-    static OWN_AREA: UnsafeCell<Rseq> = const { UnsafeCell::new(Rseq::unregistered()) };
+    static OWN_AREA: UnsafeCell<OwnArea> = const {
+        UnsafeCell::new(OwnArea { rseq: Rseq::unregistered(), _later_fields: [0; 8] })
+    };
 }
+
+/// Our own area: `struct rseq` and room for the fields after its first 32 bytes.
+#[repr(C, align(64))]
+struct OwnArea {
+    rseq: Rseq,
+    _later_fields: [u32; 8],
+}
+
+const _: () = assert!(std::mem::size_of::<OwnArea>() == OWN_AREA_SIZE as usize);
 
 /// Who registered the rseq areas of this process.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -97,28 +115,60 @@ pub enum Registration {
         /// `__rseq_offset`.
         offset: isize,
     },
-    /// glibc did not register; each worker registers its own area.
-    Own,
+    /// glibc did not register; each worker registers its own area of `len` bytes.
+    Own {
+        /// The length passed to `sys_rseq`: 32, or the kernel's feature size (`extended`).
+        len: u32,
+    },
 }
 
 impl Registration {
-    /// Reads glibc's exported rseq variables to decide which kind of area to use.
-    pub fn detect() -> Self {
+    /// Reads glibc's exported rseq variables to decide which kind of area to use. With
+    /// `extended`, an own area is registered with the length the kernel announces
+    /// (`AT_RSEQ_FEATURE_SIZE`), as glibc 2.40+ does: on Linux 7.1+ a length over 32 selects
+    /// the V2 ABI (IDs written only when they change).
+    pub fn detect(extended: bool) -> Result<Self, String> {
         // SAFETY: both symbols are plain data exported by glibc 2.35+, written once by
         // the dynamic loader before `main` and never again.
         let (size, offset) = unsafe { (ptr::read(&raw const __rseq_size), __rseq_offset) };
         if size > 0 {
-            Registration::Glibc { offset }
-        } else {
-            Registration::Own
+            if extended {
+                return Err("--extended-rseq registers our own area: run with \
+                            GLIBC_TUNABLES=glibc.pthread.rseq=0"
+                    .into());
+            }
+            return Ok(Registration::Glibc { offset });
         }
+        let len = if extended {
+            // SAFETY: getauxval has no preconditions.
+            let feature = unsafe { libc::getauxval(AT_RSEQ_FEATURE_SIZE) } as u32;
+            if feature > OWN_AREA_SIZE {
+                return Err(format!(
+                    "the kernel's rseq feature size {feature} exceeds our {OWN_AREA_SIZE}-byte area"
+                ));
+            }
+            feature.max(ORIG_RSEQ_LEN)
+        } else {
+            ORIG_RSEQ_LEN
+        };
+        Ok(Registration::Own { len })
     }
 
     /// Short name used in the JSON report.
     pub fn name(self) -> &'static str {
         match self {
             Registration::Glibc { .. } => "glibc",
-            Registration::Own => "own",
+            Registration::Own { len: ORIG_RSEQ_LEN } => "own",
+            Registration::Own { .. } => "own-extended",
+        }
+    }
+
+    /// The registered length: glibc's `__rseq_size`, or ours.
+    pub fn area_len(self) -> u32 {
+        match self {
+            // SAFETY: as in `detect`.
+            Registration::Glibc { .. } => unsafe { ptr::read(&raw const __rseq_size) },
+            Registration::Own { len } => len,
         }
     }
 }
@@ -127,7 +177,8 @@ impl Registration {
 /// thread that created this value, and an own registration is undone on drop.
 pub struct ThreadRseq {
     area: *mut Rseq,
-    own: bool,
+    /// The length of our own registration; `None` for glibc's.
+    own: Option<u32>,
     _not_send: PhantomData<*mut ()>,
 }
 
@@ -149,23 +200,16 @@ impl ThreadRseq {
                 }
                 Ok(ThreadRseq {
                     area,
-                    own: false,
+                    own: None,
                     _not_send: PhantomData,
                 })
             }
-            Registration::Own => {
-                let area = OWN_AREA.with(|a| a.get());
-                // SAFETY: `area` is this thread's 32-byte, 32-aligned TLS `struct rseq`,
+            Registration::Own { len } => {
+                let area = OWN_AREA.with(|a| a.get()).cast::<Rseq>();
+                // SAFETY: `area` is this thread's 64-byte, 64-aligned TLS area (`len` <= 64),
                 // valid until the thread exits; `Drop` unregisters it before that.
-                let rc = unsafe {
-                    libc::syscall(
-                        libc::SYS_rseq,
-                        area,
-                        OWN_AREA_LEN,
-                        0,
-                        RSEQ_SIG as libc::c_int,
-                    )
-                };
+                let rc =
+                    unsafe { libc::syscall(libc::SYS_rseq, area, len, 0, RSEQ_SIG as libc::c_int) };
                 if rc != 0 {
                     let err = std::io::Error::last_os_error();
                     return Err(format!(
@@ -174,7 +218,7 @@ impl ThreadRseq {
                 }
                 Ok(ThreadRseq {
                     area,
-                    own: true,
+                    own: Some(len),
                     _not_send: PhantomData,
                 })
             }
@@ -184,6 +228,30 @@ impl ThreadRseq {
     /// Address of the area, passed to the critical sections.
     pub fn area(&self) -> *mut Rseq {
         self.area
+    }
+
+    /// Asks the kernel not to preempt this thread until [`Self::take_grant`] (it may give a
+    /// short extension instead: a grant).
+    pub fn request_slice(&self) {
+        // SAFETY: the area is registered for this thread; byte 0 of `slice_ctrl` is
+        // `request`, which user space writes and the kernel may clear.
+        unsafe { ptr::write_volatile(self.area_slice_ctrl().cast::<u8>(), 1) }
+    }
+
+    /// Whether the kernel granted an extension since [`Self::request_slice`]; the request is
+    /// withdrawn either way.
+    pub fn take_grant(&self) -> bool {
+        let ctrl = self.area_slice_ctrl().cast::<u8>();
+        // SAFETY: as above; byte 1 is `granted`, which only the kernel writes.
+        unsafe {
+            ptr::write_volatile(ctrl, 0);
+            ptr::read_volatile(ctrl.add(1)) != 0
+        }
+    }
+
+    fn area_slice_ctrl(&self) -> *mut u32 {
+        // SAFETY: only computes the field's address.
+        unsafe { &raw mut (*self.area).slice_ctrl }
     }
 
     /// The CPU to run the next section for (librseq's `rseq_cpu_start()`).
@@ -196,15 +264,15 @@ impl ThreadRseq {
 
 impl Drop for ThreadRseq {
     fn drop(&mut self) {
-        if self.own {
-            // SAFETY: unregisters exactly the area and signature registered in `attach`
-            // on this same thread (the type is not `Send`). A failure only means the
+        if let Some(len) = self.own {
+            // SAFETY: unregisters exactly the area, length and signature registered in
+            // `attach` on this same thread (the type is not `Send`). A failure only means the
             // kernel forgets the area at thread exit anyway, so it is ignored.
             unsafe {
                 libc::syscall(
                     libc::SYS_rseq,
                     self.area,
-                    OWN_AREA_LEN,
+                    len,
                     RSEQ_FLAG_UNREGISTER,
                     RSEQ_SIG as libc::c_int,
                 );

@@ -76,6 +76,8 @@ pub struct Truth {
     pub iterations: u64,
     /// SIGUSR1 sent with tgkill that the kernel accepted.
     pub signals_sent: u64,
+    /// Time-slice extensions the kernel granted (`--slice-extension`).
+    pub slice_grants: u64,
 }
 
 impl Truth {
@@ -91,6 +93,7 @@ impl Truth {
             popped_sum: 0,
             iterations: 0,
             signals_sent: 0,
+            slice_grants: 0,
         }
     }
 
@@ -113,6 +116,7 @@ impl Truth {
         self.popped_sum = self.popped_sum.wrapping_add(other.popped_sum);
         self.iterations += other.iterations;
         self.signals_sent += other.signals_sent;
+        self.slice_grants += other.slice_grants;
     }
 }
 
@@ -231,6 +235,8 @@ pub struct Report {
     pub invariant_ok: bool,
     /// SIGUSR1 sent (accepted by tgkill).
     pub signals_sent: u64,
+    /// Time-slice extensions the kernel granted (`--slice-extension`).
+    pub slice_grants: u64,
     /// `--migrate-every-ms`: worker affinity changes (`sched_setaffinity`) that
     /// succeeded; 0 without the option. Each pinned a worker to a single CPU, different
     /// from the one the previous change pinned it to; how many caught a worker inside a
@@ -242,8 +248,10 @@ pub struct Report {
     pub elapsed_secs: f64,
     /// Per-CPU slots allocated.
     pub possible_cpus: usize,
-    /// "glibc" or "own".
+    /// "glibc", "own" (32 bytes) or "own-extended" (the kernel's feature size).
     pub rseq_registration: &'static str,
+    /// The length the rseq area was registered with (over 32: the V2 ABI on Linux 7.1+).
+    pub rseq_len: u32,
     /// "executable" (the built-in sections) or the file of the `--sections-lib` library
     /// the sections ran from.
     pub sections_from: String,
@@ -308,11 +316,13 @@ mod tests {
             signal_restarts: 0,
             invariant_ok: true,
             signals_sent: 0,
+            slice_grants: 0,
             migrations_requested: 0,
             total_iterations: 0,
             elapsed_secs: 0.0,
             possible_cpus: 2,
             rseq_registration: "glibc",
+            rseq_len: 32,
             sections_from: "executable".to_string(),
             descriptors: vec![],
         };

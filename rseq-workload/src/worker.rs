@@ -11,6 +11,7 @@ use crate::percpu::PerCpu;
 use crate::rseq_abi::{Registration, ThreadRseq};
 use crate::sections::{Outcome, Section, SectionFns};
 use crate::signals;
+use crate::slice;
 use crate::truth::Truth;
 
 /// What every worker does, from the command line.
@@ -29,6 +30,8 @@ pub struct Plan {
     pub signal_every: u64,
     /// Enter the sections expecting the wrong CPU every N iterations (0 = never).
     pub mismatch_every: u64,
+    /// Request a time-slice extension over every iteration, yield after grants.
+    pub slice_extension: bool,
     /// Push steps, then as many pop steps, alternating.
     pub burst: u64,
     /// Whose rseq area to use.
@@ -136,7 +139,12 @@ fn maybe_yield(yes: bool) {
 /// Body of worker `index`: returns what it counted, or why it could not run.
 pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
     let plan = shared.plan;
-    let rseq = ThreadRseq::attach(plan.registration);
+    let rseq = ThreadRseq::attach(plan.registration).and_then(|r| {
+        if plan.slice_extension {
+            slice::enable()?;
+        }
+        Ok(r)
+    });
     let tid = signals::gettid();
     if let Some(t) = shared.tids.get(index) {
         t.store(tid, Ordering::Relaxed);
@@ -161,6 +169,9 @@ pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
                     truth.signals_sent += 1;
                 }
             }
+        }
+        if plan.slice_extension {
+            rseq.request_slice();
         }
         let yield_now = plan.yield_every > 0 && nth.is_multiple_of(plan.yield_every);
         let mismatch = plan.mismatch_every > 0 && nth.is_multiple_of(plan.mismatch_every);
@@ -205,6 +216,10 @@ pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
             if out == Outcome::Committed {
                 truth.popped_sum = truth.popped_sum.wrapping_add(value);
             }
+        }
+        if plan.slice_extension && rseq.take_grant() {
+            truth.slice_grants += 1;
+            slice::yield_now();
         }
         iter += 1;
     }

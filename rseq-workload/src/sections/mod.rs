@@ -593,7 +593,7 @@ mod tests {
 
     #[test]
     fn sections_run_and_keep_invariants() {
-        let reg = crate::rseq_abi::Registration::detect();
+        let reg = crate::rseq_abi::Registration::detect(false).expect("registration");
         let rseq = ThreadRseq::attach(reg).expect("rseq area");
         let percpu = PerCpu::new(crate::percpu::possible_cpus());
         let fns = SectionFns::BUILT_IN;
