@@ -13,8 +13,9 @@ use serde::Serialize;
 use crate::estimate::Estimate;
 
 /// Counts of attempts: of one section or key, on one CPU (the CPU attempts entered on), or in
-/// total.
+/// total. In JSON, entries and commits are `null` where the mode does not count them.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(into = "TallyJson")]
 pub struct Tally {
     pub entries: u64,
     pub commits: u64,
@@ -31,8 +32,37 @@ pub struct Tally {
     #[serde(skip)]
     pub window_cancels: u64,
     /// Sampled mode: `entries` and `commits` are then estimates; this says how good.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub estimate: Option<Estimate>,
+    /// Aborts mode: entries (and so commits) were not counted; the zeros above mean nothing.
+    pub entries_unknown: bool,
+}
+
+/// A [`Tally`] as scripts read it: what was not counted is `null`, never 0.
+#[derive(Serialize)]
+struct TallyJson {
+    entries: Option<u64>,
+    commits: Option<u64>,
+    aborts: u64,
+    cancels: u64,
+    kernel_restarts: u64,
+    abort_causes: AbortCauses,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    estimate: Option<Estimate>,
+}
+
+impl From<Tally> for TallyJson {
+    fn from(t: Tally) -> Self {
+        let known = |v: u64| (!t.entries_unknown).then_some(v);
+        TallyJson {
+            entries: known(t.entries),
+            commits: known(t.commits),
+            aborts: t.aborts,
+            cancels: t.cancels,
+            kernel_restarts: t.kernel_restarts,
+            abort_causes: t.abort_causes,
+            estimate: t.estimate,
+        }
+    }
 }
 
 impl Tally {
@@ -59,6 +89,7 @@ impl Tally {
             window_aborts: c.get(Counter::WindowAborts),
             window_cancels: c.get(Counter::WindowCancels),
             estimate: None,
+            entries_unknown: false,
         }
     }
 
@@ -72,6 +103,7 @@ impl Tally {
         self.abort_causes.add(&o.abort_causes);
         self.window_aborts += o.window_aborts;
         self.window_cancels += o.window_cancels;
+        self.entries_unknown |= o.entries_unknown;
     }
 
     /// Whether anything was counted (entries are not, in aborts mode).
@@ -92,12 +124,14 @@ impl Tally {
         }
     }
 
-    /// Aborts per entered attempt; 0 when nothing was entered.
-    pub fn abort_ratio(&self) -> f64 {
-        if self.entries == 0 {
-            0.0
+    /// Aborts per entered attempt: `None` where entries are unknown (not counted, only a lower
+    /// bound, or none at all). An estimate's ratio carries the tally's `estimate` mark.
+    pub fn abort_ratio(&self) -> Option<f64> {
+        let bound_only = self.estimate.is_some_and(|e| e.uncertainty.is_none());
+        if self.entries_unknown || bound_only || self.entries == 0 {
+            None
         } else {
-            self.aborts as f64 / self.entries as f64
+            Some(self.aborts as f64 / self.entries as f64)
         }
     }
 
@@ -113,6 +147,7 @@ impl Tally {
             window_aborts: self.window_aborts.saturating_sub(earlier.window_aborts),
             window_cancels: self.window_cancels.saturating_sub(earlier.window_cancels),
             estimate: None,
+            entries_unknown: self.entries_unknown,
         }
     }
 }
@@ -221,13 +256,24 @@ mod tests {
             (t.entries, t.commits, t.aborts, t.cancels, t.kernel_restarts),
             (10, 5, 3, 2, 1)
         );
-        assert!((t.abort_ratio() - 0.3).abs() < 1e-12);
+        assert!((t.abort_ratio().unwrap() - 0.3).abs() < 1e-12);
     }
 
     #[test]
     fn never_negative() {
         assert_eq!(Tally::from_counters(&counters(1, 3, 0, 0)).commits, 0);
-        assert_eq!(Tally::default().abort_ratio(), 0.0);
+        assert_eq!(Tally::default().abort_ratio(), None);
+        let uncounted = Tally {
+            entries_unknown: true,
+            ..Tally::from_counters(&counters(10, 3, 0, 0))
+        };
+        assert_eq!(uncounted.abort_ratio(), None);
+        let json = serde_json::to_value(uncounted).unwrap();
+        assert!(
+            json["entries"].is_null() && json["commits"].is_null(),
+            "{json}"
+        );
+        assert_eq!(json["aborts"], 3);
     }
 
     #[test]

@@ -5,11 +5,13 @@
 
 use std::{
     io,
-    mem::{size_of, zeroed},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    mem::zeroed,
+    os::fd::{AsRawFd, OwnedFd},
 };
 
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_map_type, bpf_prog_type};
+
+use crate::multi_link::bpf;
 
 /// A kernel feature rseq-trace cannot work without.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -165,22 +167,4 @@ fn loads(insns: &[bpf_insn]) -> bool {
         a.license = license.as_ptr() as u64;
     }
     bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr).is_ok()
-}
-
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
-    // SAFETY: `attr` is a valid bpf_attr for `cmd`; the kernel reads at most its size.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_bpf,
-            cmd as i64,
-            attr as *mut bpf_attr,
-            size_of::<bpf_attr>() as u32,
-        )
-    };
-    if r < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        // SAFETY: the kernel returned a new file descriptor that nothing else owns.
-        Ok(unsafe { OwnedFd::from_raw_fd(r as i32) })
-    }
 }

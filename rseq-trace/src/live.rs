@@ -10,7 +10,7 @@ use std::{
 use crate::{
     counts::Tally,
     estimate,
-    report::{KeyReport, Report},
+    report::{self, KeyReport, Report},
 };
 
 /// What the live table is sorted by.
@@ -153,7 +153,10 @@ pub fn render(
     match sort {
         SortBy::Aborts => rows.sort_by(|a, b| b.1.aborts.total_cmp(&a.1.aborts)),
         SortBy::Entries => rows.sort_by(|a, b| b.1.entries.total_cmp(&a.1.entries)),
-        SortBy::Ratio => rows.sort_by(|a, b| b.0.abort_ratio.total_cmp(&a.0.abort_ratio)),
+        SortBy::Ratio => rows.sort_by(|a, b| {
+            let r = |k: &KeyReport| k.abort_ratio.unwrap_or(-1.0);
+            r(b.0).total_cmp(&r(a.0))
+        }),
         SortBy::Key => rows.sort_by(|a, b| a.0.key.cmp(&b.0.key)),
     }
     let width = rows.iter().map(|r| r.0.key.len()).max().unwrap_or(3).max(3);
@@ -185,6 +188,8 @@ pub fn render(
             .collect();
         // Sampled estimates need many windows: shown over the whole window, marked.
         let (entries, commits) = match win.estimate {
+            // Aborts mode: not counted, so not shown as a rate of 0.
+            _ if k.total.entries_unknown => ("-".into(), "-".into()),
             None => (
                 format!("{:.0}", last.entries),
                 format!("{:.0}", last.commits),
@@ -193,14 +198,14 @@ pub fn render(
         };
         let _ = writeln!(
             out,
-            "{:<width$}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>6.2}%  {}",
+            "{:<width$}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>7}  {}",
             k.key,
             entries,
             commits,
             last.aborts,
             win.aborts,
             last.cancels,
-            100.0 * k.abort_ratio,
+            report::percent(k.abort_ratio, &k.total),
             by_cpu.join(" ")
         );
     }
@@ -211,12 +216,25 @@ pub fn render(
             }
         }
     }
+    // Aborts mode counts no entries: a rate of them is unknown, not 0.
+    let unknown = report.mode == "aborts";
+    let entry_rate = |entries: f64| {
+        if unknown {
+            "-".to_owned()
+        } else {
+            format!("{entries:.0}")
+        }
+    };
     let per_cpu: Vec<String> = report
         .per_cpu
         .keys()
         .map(|c| {
             let r = rates.last(&Series::Cpu(*c));
-            format!("cpu{c} {:.0} entries/s {:.1} aborts/s", r.entries, r.aborts)
+            format!(
+                "cpu{c} {} entries/s {:.1} aborts/s",
+                entry_rate(r.entries),
+                r.aborts
+            )
         })
         .collect();
     let _ = writeln!(out, "{}", per_cpu.join("  |  "));
@@ -227,8 +245,11 @@ pub fn render(
             .map(|p| {
                 let r = rates.last(&Series::Process(p.pid));
                 format!(
-                    "{} ({}) {:.0} entries/s {:.1} aborts/s",
-                    p.pid, p.comm, r.entries, r.aborts
+                    "{} ({}) {} entries/s {:.1} aborts/s",
+                    p.pid,
+                    p.comm,
+                    entry_rate(r.entries),
+                    r.aborts
                 )
             })
             .collect();

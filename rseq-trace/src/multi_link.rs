@@ -157,7 +157,8 @@ fn prog_load(
     bpf(bpf_cmd::BPF_PROG_LOAD, &mut attr)
 }
 
-fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
+/// The `bpf` system call: a new file descriptor, or the error.
+pub(crate) fn bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<OwnedFd> {
     // SAFETY: `attr` is a valid bpf_attr for `cmd`; the kernel reads at most its size.
     let r = unsafe {
         libc::syscall(

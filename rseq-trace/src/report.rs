@@ -17,8 +17,8 @@ use crate::{
 
 #[derive(Debug, Serialize)]
 pub struct Report {
-    /// `exact`; `aborts` (entries and commits not counted: reported as 0); or `sampled`
-    /// (entries and commits are estimates, each tally carrying an `estimate` object).
+    /// `exact`; `aborts` (entries and commits not counted: `null`, and so is `abort_ratio`); or
+    /// `sampled` (entries and commits are estimates, each tally carrying an `estimate` object).
     pub mode: &'static str,
     /// Seconds the probes were attached.
     pub seconds: f64,
@@ -45,7 +45,8 @@ pub struct KeyReport {
     pub sections: Vec<String>,
     #[serde(flatten)]
     pub total: Tally,
-    pub abort_ratio: f64,
+    /// `null` where entries are unknown ([`Tally::abort_ratio`]).
+    pub abort_ratio: Option<f64>,
     /// Per CPU the attempts entered on; CPUs with no entries are left out.
     pub per_cpu: BTreeMap<u32, Tally>,
     /// Where the kernel interrupted the key's sections, most restarts first (at most
@@ -70,7 +71,7 @@ pub struct SectionReport {
     pub refused: Option<String>,
     #[serde(flatten)]
     pub total: Tally,
-    pub abort_ratio: f64,
+    pub abort_ratio: Option<f64>,
     pub per_cpu: BTreeMap<u32, Tally>,
 }
 
@@ -86,18 +87,19 @@ pub struct ProcessReport {
 impl Report {
     pub fn new(engine: &Engine, snapshot: &Snapshot, elapsed: Duration) -> Self {
         let key_of = |section: u32| engine.sections.get(section as usize).map(|s| s.key.clone());
-        let sampled = engine.mode() == Mode::Sampled;
-        let per_key = finish(snapshot.group_by(|k| key_of(k.section)), sampled);
+        let mode = engine.mode();
+        let sampled = mode == Mode::Sampled;
+        let per_key = finish(snapshot.group_by(|k| key_of(k.section)), mode);
         let per_key_cpu = finish(
             snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu))),
-            sampled,
+            mode,
         );
-        let per_section = finish(snapshot.group_by(|k| Some(k.section)), sampled);
-        let per_section_cpu = finish(snapshot.group_by(|k| Some((k.section, k.cpu))), sampled);
-        let per_process = finish(snapshot.group_by(|k| Some(k.tgid)), sampled);
+        let per_section = finish(snapshot.group_by(|k| Some(k.section)), mode);
+        let per_section_cpu = finish(snapshot.group_by(|k| Some((k.section, k.cpu))), mode);
+        let per_process = finish(snapshot.group_by(|k| Some(k.tgid)), mode);
         let per_process_key = finish(
             snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key))),
-            sampled,
+            mode,
         );
 
         let mut bars: BTreeMap<String, Vec<Position>> = BTreeMap::new();
@@ -116,7 +118,10 @@ impl Report {
         }
         let mut keys: BTreeMap<String, KeyReport> = BTreeMap::new();
         for s in &engine.sections {
-            let total = per_key.get(&s.key).copied().unwrap_or_default();
+            let total = per_key
+                .get(&s.key)
+                .copied()
+                .unwrap_or_else(|| as_counted(Tally::default(), mode));
             keys.entry(s.key.clone())
                 .or_insert_with(|| KeyReport {
                     key: s.key.clone(),
@@ -140,7 +145,10 @@ impl Report {
             .sections
             .iter()
             .map(|s| {
-                let total = per_section.get(&s.id).copied().unwrap_or_default();
+                let total = per_section
+                    .get(&s.id)
+                    .copied()
+                    .unwrap_or_else(|| as_counted(Tally::default(), mode));
                 SectionReport {
                     name: s.name.clone(),
                     key: s.key.clone(),
@@ -188,7 +196,7 @@ impl Report {
             kernel_restarts_counted: engine.restarts_counted(),
             restart_causes_counted: engine.causes_counted(),
             keys: keys.into_values().collect(),
-            per_cpu: finish(snapshot.group_by(|k| Some(k.cpu)), sampled),
+            per_cpu: finish(snapshot.group_by(|k| Some(k.cpu)), mode),
             sections,
             processes,
             health: Health::ALL
@@ -217,15 +225,12 @@ impl Report {
         let counted = self.mode != "aborts";
         for k in &self.keys {
             let t = &k.total;
-            let (entries, commits, ratio) = if counted {
-                (
-                    shown(t.entries, t),
-                    shown(t.commits, t),
-                    format!("{:.2}%", 100.0 * k.abort_ratio),
-                )
+            let (entries, commits) = if counted {
+                (shown(t.entries, t), shown(t.commits, t))
             } else {
-                ("-".into(), "-".into(), "-".into())
+                ("-".into(), "-".into())
             };
+            let ratio = percent(k.abort_ratio, t);
             let _ = writeln!(
                 out,
                 "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
@@ -307,15 +312,35 @@ impl Report {
     }
 }
 
-/// Extrapolates every tally of a sampled run (each group from its own sums).
-fn finish<G: Ord>(groups: BTreeMap<G, Tally>, sampled: bool) -> BTreeMap<G, Tally> {
-    if !sampled {
-        return groups;
-    }
+/// Tallies as the mode makes them (a sampled run's each extrapolated from its own sums): entries marked unknown in aborts mode, extrapolated in
+/// sampled mode, as counted in exact mode.
+fn finish<G: Ord>(groups: BTreeMap<G, Tally>, mode: Mode) -> BTreeMap<G, Tally> {
     groups
         .into_iter()
-        .map(|(g, t)| (g, crate::estimate::extrapolate(&t)))
+        .map(|(g, t)| (g, as_counted(t, mode)))
         .collect()
+}
+
+/// One tally as the mode makes it (see [`finish`]).
+fn as_counted(t: Tally, mode: Mode) -> Tally {
+    match mode {
+        Mode::Exact => t,
+        Mode::Aborts => Tally {
+            entries_unknown: true,
+            ..t
+        },
+        Mode::Sampled => crate::estimate::extrapolate(&t),
+    }
+}
+
+/// An abort ratio in percent, `~` when it rests on estimated entries, `-` where entries are
+/// unknown.
+pub fn percent(ratio: Option<f64>, t: &Tally) -> String {
+    match (ratio, t.estimate) {
+        (None, _) => "-".into(),
+        (Some(r), None) => format!("{:.2}%", 100.0 * r),
+        (Some(r), Some(_)) => format!("~{:.2}%", 100.0 * r),
+    }
 }
 
 /// An entries or commits figure, marked `~N±U` when it is an estimate.

@@ -6,7 +6,9 @@
 mod support;
 
 use serde_json::Value;
-use support::{assert_exact, count, is_root, run_traced, workload_bin, workload_command};
+use support::{
+    assert_exact, count, is_root, live_view_text, run_traced, workload_bin, workload_command,
+};
 
 /// The run of the kernels issue: `rseq-trace run --mode MODE -- rseq-workload --threads 2
 /// --duration 2 --yield-every 50 --signal-every 200`; `run_traced` fails if the workload did not
@@ -59,21 +61,102 @@ fn assert_aborts_and_cancels_exact(truth: &Value, traced: &Value) {
     }
 }
 
+/// Every tally of the summary (keys, sections, their CPUs, the processes, all CPUs).
+fn tallies(traced: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for list in ["keys", "sections"] {
+        for t in traced[list].as_array().unwrap() {
+            out.push(t);
+            out.extend(t["per_cpu"].as_object().unwrap().values());
+        }
+    }
+    out.extend(traced["per_cpu"].as_object().unwrap().values());
+    out
+}
+
+/// What the mode does not count is `null`, what it estimates is marked, and the ratio is a
+/// number only where entries are known.
+fn assert_marked(mode: &str, traced: &Value) {
+    for t in tallies(traced) {
+        let has_ratio = t.get("abort_ratio").is_some();
+        match mode {
+            "aborts" => {
+                assert!(t["entries"].is_null() && t["commits"].is_null(), "{t}");
+                assert!(!has_ratio || t["abort_ratio"].is_null(), "{t}");
+            }
+            "exact" => {
+                assert!(t["entries"].is_u64() && t["commits"].is_u64(), "{t}");
+                assert!(t["estimate"].is_null(), "{t}");
+                if has_ratio && count(t, "entries") > 0 {
+                    assert!(t["abort_ratio"].is_f64(), "{t}");
+                }
+            }
+            _ => {
+                assert!(
+                    t["estimate"].is_object(),
+                    "entries not marked as estimated: {t}"
+                );
+                if has_ratio && t["estimate"]["uncertainty"].is_null() {
+                    assert!(
+                        t["abort_ratio"].is_null(),
+                        "a ratio over a lower bound: {t}"
+                    );
+                }
+            }
+        }
+    }
+}
+
 #[test]
 fn exact_mode_counts_each_section_exactly_and_the_program_runs_unharmed() {
     let (truth, traced) = traced_run("exact");
     assert_exact(&truth, &traced);
     assert_aborts_and_cancels_exact(&truth, &traced);
+    assert_marked("exact", &traced);
 }
 
 #[test]
 fn aborts_mode_counts_each_section_exactly_and_the_program_runs_unharmed() {
     let (truth, traced) = traced_run("aborts");
     assert_aborts_and_cancels_exact(&truth, &traced);
+    assert_marked("aborts", &traced);
 }
 
 #[test]
 fn sampled_mode_counts_each_section_exactly_and_the_program_runs_unharmed() {
     let (truth, traced) = traced_run("sampled");
     assert_aborts_and_cancels_exact(&truth, &traced);
+    assert_marked("sampled", &traced);
+}
+
+/// The same for people: in aborts mode the summary and the live view show `-` for entries,
+/// commits, their rates and the ratio, never a 0 beside non-zero aborts.
+#[test]
+fn aborts_mode_shows_what_it_does_not_count_as_a_dash() {
+    assert!(is_root(), "the integration tests load eBPF programs");
+    let text = live_view_text(&[
+        "--threads",
+        "2",
+        "--duration",
+        "1.2",
+        "--mismatch-every",
+        "50",
+    ]);
+    let key_lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("rseq_key_") || l.starts_with("rseq_workload_"))
+        // Not the causes below the summary ("KEY  preemption 2, signal 15", "hottest: ...").
+        .filter(|l| !l.contains(',') && l.split_whitespace().count() >= 7)
+        .collect();
+    assert!(key_lines.len() >= 6, "live view and summary rows: {text}");
+    for line in key_lines {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        // KEY ENTRIES COMMITS ... ABORT%: live view (ABORT% is the 7th field) and summary (7th).
+        assert_eq!((f[1], f[2], f[6]), ("-", "-", "-"), "{line}");
+    }
+    let cpus = text
+        .lines()
+        .find(|l| l.starts_with("cpu0 "))
+        .expect("per-CPU line");
+    assert!(cpus.starts_with("cpu0 - entries/s"), "{cpus}");
 }

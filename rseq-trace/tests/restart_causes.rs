@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{count, is_root, run_traced, trace_bin, workload_bin, workload_command};
+use support::{count, is_root, live_view_text, run_traced, workload_bin, workload_command};
 
 /// `rseq-trace run --mode aborts -- rseq-workload --delay 300 --duration 2 ARGS` (ARGS may set
 /// another delay): (ground truth, summary).
@@ -156,16 +156,24 @@ fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
     }
 }
 
+/// `env GLIBC_TUNABLES=glibc.pthread.rseq=0 rseq-workload --extended-rseq ARGS`: the workload
+/// registering its own area with the kernel's feature size, as glibc 2.40+ does.
+fn extended_abi_command(args: &[&str]) -> Vec<String> {
+    let workload = workload_bin();
+    ["env", "GLIBC_TUNABLES=glibc.pthread.rseq=0"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain([workload.display().to_string(), "--extended-rseq".into()])
+        .chain(args.iter().map(|a| a.to_string()))
+        .collect()
+}
+
 /// The same under the ABI glibc 2.40+ selects (an area of the kernel's feature size: V2 on
 /// Linux 7.1+, where `rseq_update` fires only when the IDs change and before the fixup).
 #[test]
 fn signals_are_reported_as_signal_with_the_kernels_extended_rseq_abi() {
     assert!(is_root(), "the integration tests load eBPF programs");
-    let workload = workload_bin();
-    let args = [
-        "GLIBC_TUNABLES=glibc.pthread.rseq=0",
-        workload.to_str().unwrap(),
-        "--extended-rseq",
+    let command = extended_abi_command(&[
         "--delay",
         "300",
         "--duration",
@@ -174,9 +182,7 @@ fn signals_are_reported_as_signal_with_the_kernels_extended_rseq_abi() {
         "2",
         "--signal-every",
         "50",
-    ];
-    let mut command = vec!["env".to_owned()];
-    command.extend(args.iter().map(|a| a.to_string()));
+    ]);
     let (truth, traced) = run_traced(&["--mode", "aborts"], &command);
     eprintln!("registered with {} bytes", truth["rseq_len"]);
     assert_signal_restarts(&truth, &traced);
@@ -189,11 +195,7 @@ fn signals_are_reported_as_signal_with_the_kernels_extended_rseq_abi() {
 #[test]
 fn time_slice_grants_and_yields_are_not_restarts() {
     assert!(is_root(), "the integration tests load eBPF programs");
-    let workload = workload_bin();
     let args = [
-        "GLIBC_TUNABLES=glibc.pthread.rseq=0",
-        workload.to_str().unwrap(),
-        "--extended-rseq",
         "--slice-extension",
         "--delay",
         "300",
@@ -202,19 +204,14 @@ fn time_slice_grants_and_yields_are_not_restarts() {
         "--signal-every",
         "50",
     ];
-    let probe = Command::new("env")
-        .args(args)
-        .args(["--duration", "0.2"])
-        .output()
-        .unwrap();
-    let args = [&args[..], &["--duration", "2"]].concat();
+    let probe = extended_abi_command(&[&args[..], &["--duration", "0.2"]].concat());
+    let probe = Command::new(&probe[0]).args(&probe[1..]).output().unwrap();
     let err = String::from_utf8_lossy(&probe.stderr);
     if err.contains("no time-slice extension") {
         eprintln!("skipped: {}", err.trim());
         return;
     }
-    let mut command = vec!["env".to_owned()];
-    command.extend(args.iter().map(|a| a.to_string()));
+    let command = extended_abi_command(&[&args[..], &["--duration", "2"]].concat());
     let (truth, traced) = run_traced(&["--mode", "aborts"], &command);
     let grants = count(&truth, "slice_grants");
     eprintln!("{grants} time-slice extensions granted");
@@ -265,27 +262,16 @@ fn live_view_shows_the_causes_and_the_hottest_position() {
         is_root(),
         "the integration tests load eBPF programs: run them as root"
     );
-    let out = Command::new(trace_bin())
-        .args(["run", "--mode", "aborts", "--interval", "0.5", "--"])
-        .arg(workload_bin())
-        .args([
-            "--delay",
-            "300",
-            "--duration",
-            "2",
-            "--threads",
-            "2",
-            "--signal-every",
-            "50",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = live_view_text(&[
+        "--delay",
+        "300",
+        "--duration",
+        "2",
+        "--threads",
+        "2",
+        "--signal-every",
+        "50",
+    ]);
     let line = text
         .lines()
         .find(|l| l.starts_with("↳ rseq_key_workload_counter: signal"))

@@ -186,6 +186,23 @@ pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
     (truth, traced)
 }
 
+/// `rseq-trace run --mode aborts --interval 0.5 -- rseq-workload ARGS` with stdout not a
+/// terminal: the plain-text live view and the summary table, once the workload exited.
+pub fn live_view_text(args: &[&str]) -> String {
+    let out = Command::new(trace_bin())
+        .args(["run", "--mode", "aborts", "--interval", "0.5", "--"])
+        .arg(workload_bin())
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The workload and its arguments, as [`run_traced`] takes a command.
 pub fn workload_command(args: &[&str]) -> Vec<String> {
     std::iter::once(workload_bin().display().to_string())
