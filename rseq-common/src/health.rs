@@ -18,16 +18,21 @@ pub enum Health {
     CountsFull = 3,
     /// A kernel restart was seen but no abort probe consumed it (an untraced section's abort).
     RestartUnclaimed = 4,
+    /// A traced process changed its loaded objects while the agent was not responsive (no
+    /// heartbeat for [`crate::state::HOLD_FRESH_NS`]): it was not held, so a library it loaded
+    /// then may miss its first events.
+    HoldSkipped = 5,
 }
 
 impl Health {
-    pub const COUNT: u32 = 5;
+    pub const COUNT: u32 = 6;
     pub const ALL: [Health; Health::COUNT as usize] = [
         Health::UnmatchedExit,
         Health::StateInsertFailed,
         Health::BadCookie,
         Health::CountsFull,
         Health::RestartUnclaimed,
+        Health::HoldSkipped,
     ];
 
     /// Stable name, used in logs and metrics.
@@ -38,6 +43,7 @@ impl Health {
             Health::BadCookie => "bad_cookie",
             Health::CountsFull => "counts_full",
             Health::RestartUnclaimed => "restart_unclaimed",
+            Health::HoldSkipped => "hold_skipped",
         }
     }
 }

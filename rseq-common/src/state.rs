@@ -35,3 +35,12 @@ pub const DL_PENDING_MAP: &str = "DL_PENDING";
 /// Capacity of the loader-stop map: processes stopped at the same moment. Small on purpose: the
 /// agent walks it every poll, and a hash map walk visits every bucket.
 pub const DL_PENDING_CAPACITY: u32 = 1 << 10;
+
+/// Name of the agent's heartbeat (a one-entry array): `CLOCK_MONOTONIC` nanoseconds, the clock
+/// of `bpf_ktime_get_ns`, written by the agent's poll loop, the loop that releases holds.
+pub const HEARTBEAT_MAP: &str = "HEARTBEAT";
+/// A process is held at a library load only while the heartbeat is younger than this, and the
+/// hold watchdog (a process of its own, which outlives the agent) continues every held process
+/// once it is older, or once the agent is gone: no hold lasts much longer, whatever happens to
+/// the agent.
+pub const HOLD_FRESH_NS: u64 = 500_000_000;

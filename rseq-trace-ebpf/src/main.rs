@@ -40,7 +40,8 @@ use rseq_common::{
     health::Health,
     mode::Mode,
     state::{
-        open_key, DL_PENDING_CAPACITY, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY, TRACED_MAP_CAPACITY,
+        open_key, DL_PENDING_CAPACITY, HOLD_FRESH_NS, OPEN_MAP_CAPACITY, RESTART_MAP_CAPACITY,
+        TRACED_MAP_CAPACITY,
     },
     window::Slot,
     Cookie, Event,
@@ -94,6 +95,10 @@ static TRACED: HashMap<u32, u8> = HashMap::with_max_entries(TRACED_MAP_CAPACITY,
 #[map]
 static DL_PENDING: HashMap<u32, u8> = HashMap::with_max_entries(DL_PENDING_CAPACITY, 0);
 
+/// The agent's heartbeat ([`rseq_common::state::HEARTBEAT_MAP`]).
+#[map]
+static HEARTBEAT: Array<u64> = Array::with_max_entries(1, 0);
+
 /// Sampled mode's window gate and the entry hits it let through, indexed by [`Slot`].
 #[map]
 static WINDOW: Array<u64> = Array::with_max_entries(Slot::COUNT, 0);
@@ -108,7 +113,18 @@ const MAX_ABORT_PROBE_OFFSET: u64 = 16;
 #[uprobe]
 pub fn rseq_dl_change(_ctx: ProbeContext) -> u32 {
     let tgid = (bpf_get_current_pid_tgid() >> 32) as u32;
-    if TRACED.get_ptr(&tgid).is_some() && DL_PENDING.insert(&tgid, &1, 0).is_ok() {
+    if TRACED.get_ptr(&tgid).is_none() {
+        return 0;
+    }
+    // Only while the agent is responsive: it (or else the watchdog) will continue the process.
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let fresh = HEARTBEAT
+        .get(0)
+        .is_some_and(|beat| now.wrapping_sub(*beat) < HOLD_FRESH_NS);
+    if !fresh {
+        health(Health::HoldSkipped);
+    } else if DL_PENDING.insert(&tgid, &1, 0).is_ok() {
         // SAFETY: the helper signals the current process.
         unsafe { bpf_send_signal(SIGSTOP) };
     }

@@ -21,7 +21,7 @@ use rseq_common::{
     counters::{CountKey, Counters, COUNTS_MAP},
     health::{Health, HEALTH_MAP},
     mode::{Mode, MODE_GLOBAL},
-    state::{DL_PENDING_MAP, TRACED_MAP},
+    state::{DL_PENDING_MAP, HEARTBEAT_MAP, TRACED_MAP},
     window::{Slot, WINDOW_MAP},
     Cookie, Event,
 };
@@ -291,8 +291,32 @@ impl Tracer {
     /// dynamic loader (ld.so) as mapped or named by the process.
     pub fn attach_dl_hook(&mut self, loader: &Path, pid: u32) -> Result<(), AttachError> {
         let pid = std::num::NonZeroU32::new(pid).ok_or(AttachError::Missing("pid"))?;
+        // Fresh before the hook can fire, or the first loads would not be held.
+        self.heartbeat()?;
         dl_program(&mut self.ebpf)?.attach(DL_HOOK, loader, UProbeScope::OneProcess(pid))?;
         Ok(())
+    }
+
+    /// Tells the eBPF side (and the hold watchdog) that the loop that releases holds is alive.
+    pub fn heartbeat(&mut self) -> Result<(), AttachError> {
+        let mut beat: Array<_, u64> = Array::try_from(
+            self.ebpf
+                .map_mut(HEARTBEAT_MAP)
+                .ok_or(AttachError::Missing("HEARTBEAT map"))?,
+        )?;
+        beat.set(0, crate::hold_watchdog::monotonic_ns(), 0)?;
+        Ok(())
+    }
+
+    /// The kernel's ids of the maps the hold watchdog needs: (DL_PENDING, HEARTBEAT).
+    pub fn hold_map_ids(&self) -> Result<(u32, u32), AttachError> {
+        let id = |name: &'static str| -> Result<u32, AttachError> {
+            match self.ebpf.map(name) {
+                Some(aya::maps::Map::HashMap(d) | aya::maps::Map::Array(d)) => Ok(d.info()?.id()),
+                _ => Err(AttachError::Missing(name)),
+            }
+        };
+        Ok((id(DL_PENDING_MAP)?, id(HEARTBEAT_MAP)?))
     }
 
     /// Processes stopped by the library hook since the last call; they are cleared from the map

@@ -37,6 +37,16 @@ pub enum Command {
     /// Run a command with every probe in place before its first instruction, then print the
     /// summary when it exits (like `perf stat`); exits with the command's exit code.
     Run(RunArgs),
+    /// Internal: the hold watchdog an agent starts (`hold_watchdog`).
+    #[command(name = "hold-watchdog", hide = true)]
+    HoldWatchdog {
+        /// The agent's pid.
+        agent: u32,
+        /// Id of the loader-stop map.
+        pending_map: u32,
+        /// Id of the heartbeat map.
+        heartbeat_map: u32,
+    },
 }
 
 /// What to trace (at least one).

@@ -95,6 +95,8 @@ pub struct Engine {
     last_process_scan: Option<Instant>,
     /// What sampled mode's windows did so far.
     pub sampling: SamplingStats,
+    /// Continues held processes if this agent dies or stops answering (`hold_watchdog`).
+    watchdog: Option<std::process::Child>,
 }
 
 /// How often followed processes' mappings are re-read besides the loader hook.
@@ -111,6 +113,7 @@ impl Engine {
             }
         }
         let mut engine = Engine {
+            watchdog: None,
             tracer: Tracer::load(mode)?,
             sections: Vec::new(),
             objects: HashMap::new(),
@@ -127,6 +130,7 @@ impl Engine {
             last_process_scan: None,
             sampling: SamplingStats::default(),
         };
+        engine.watchdog = Some(engine.start_watchdog()?);
         // System-wide files first, so a process also named by pid is not probed twice.
         for spec in specs {
             if let TargetSpec::Binary(path) = spec {
@@ -236,10 +240,20 @@ impl Engine {
         }
     }
 
+    /// Starts the process that continues held processes should this agent die or stop
+    /// answering, before any hold can be taken.
+    fn start_watchdog(&self) -> Result<std::process::Child, SessionError> {
+        let (pending, heartbeat) = self.tracer.hold_map_ids()?;
+        crate::hold_watchdog::spawn(pending, heartbeat).map_err(SessionError::Watchdog)
+    }
+
     /// Attaches to what the processes stopped at a loader change mapped, then continues them.
     fn release_dl_pending(&mut self) -> Result<(), SessionError> {
+        // This loop is what releases holds: while it runs, holds may be taken.
+        self.tracer.heartbeat()?;
         for pid in self.tracer.take_dl_pending()? {
             tracing::debug!("pid {pid} changed its loaded objects: rescanning before it goes on");
+            self.tracer.heartbeat()?;
             let result = self.rescan(pid);
             // SAFETY: continuing a process this engine stopped.
             unsafe { libc::kill(pid as i32, libc::SIGCONT) };
@@ -507,6 +521,11 @@ impl Drop for Engine {
                 // SAFETY: continuing a process this engine stopped.
                 unsafe { libc::kill(pid as i32, libc::SIGCONT) };
             }
+        }
+        // Nothing is held any more: the watchdog has nothing left to do.
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
         }
     }
 }

@@ -75,6 +75,8 @@ pub enum SessionError {
     Target(#[from] TargetError),
     #[error(transparent)]
     Attach(#[from] AttachError),
+    #[error("cannot start the hold watchdog (which continues held processes should rseq-trace die): {0}")]
+    Watchdog(std::io::Error),
     #[error("no rseq tables in {path} (no __rseq_cs, __rseq_table or __rseq_markers section); was it built with librseq, tcmalloc or rseq-marker?")]
     NoTables { path: String },
     #[error("{exe} (pid {pid}) has no rseq critical sections in its ELF tables (no __rseq_cs); it must be built with librseq-style tables")]

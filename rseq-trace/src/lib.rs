@@ -11,6 +11,7 @@ mod ebpf_frames;
 pub mod engine;
 pub mod error;
 pub mod estimate;
+pub mod hold_watchdog;
 pub mod kernel_features;
 pub mod listing;
 pub mod live;

@@ -35,6 +35,13 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::List(args)) => list(args),
         Some(cli::Command::Run(args)) => run_command(args).await,
+        Some(cli::Command::HoldWatchdog {
+            agent,
+            pending_map,
+            heartbeat_map,
+        }) => rseq_trace::hold_watchdog::run(agent, pending_map, heartbeat_map)
+            .map(|()| ExitCode::SUCCESS)
+            .context("the hold watchdog cannot open the agent's maps"),
         None => trace(cli.targets, cli.output).await,
     };
     match result {
