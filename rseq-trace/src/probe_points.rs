@@ -2,7 +2,7 @@
 //! probe out of [start_ip, post_commit_ip) (REFERENCE §5: a probe there silently corrupts the
 //! traced program's per-CPU data).
 
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind};
+use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKind};
 use serde::Serialize;
 
 use crate::{
@@ -28,6 +28,12 @@ pub struct ProbePlan {
     pub cancels: Vec<u64>,
     /// Whether the probes sit on marker nops (the cheap kind).
     pub on_markers: bool,
+    /// What the entry probe sits on: `start_marker`, `address_load` (the instruction that loads
+    /// the descriptor's address, proven to run right before the store every time) or
+    /// `descriptor_store` (where that cannot be proven). A probe on the store traps with the
+    /// section already armed, so a signal or preemption then pending aborts it: the load, one
+    /// instruction earlier, changes nothing the program meets.
+    pub entry_on: &'static str,
 }
 
 impl ProbePlan {
@@ -43,15 +49,27 @@ impl ProbePlan {
 pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<ProbePlan, String> {
     let plan = match marker_plan(image.arch, cs) {
         Some(plan) => plan,
-        None => ProbePlan {
-            entry: match image.arch {
+        None => {
+            let store = match image.arch {
                 Arch::X86_64 => x86_64_store_before(image, cs.start_ip)?,
                 Arch::Aarch64 => aarch64_store_before(image, cs.start_ip)?,
-            },
-            abort: cs.abort_ip,
-            cancels: cs.exits.clone(),
-            on_markers: false,
-        },
+            };
+            let load = match image.arch {
+                Arch::X86_64 => address_load_before(image, store, cs.abort_ip),
+                Arch::Aarch64 => None,
+            };
+            ProbePlan {
+                entry: load.unwrap_or(store),
+                abort: cs.abort_ip,
+                cancels: cs.exits.clone(),
+                on_markers: false,
+                entry_on: if load.is_some() {
+                    "address_load"
+                } else {
+                    "descriptor_store"
+                },
+            }
+        }
     };
     for addr in plan.addresses() {
         guard.check(addr).map_err(|e| e.to_string())?;
@@ -83,6 +101,7 @@ fn marker_plan(arch: Arch, cs: &CriticalSection) -> Option<ProbePlan> {
         abort: m.abort?,
         cancels,
         on_markers: true,
+        entry_on: "start_marker",
     })
 }
 
@@ -183,6 +202,57 @@ fn x86_64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
     }
 }
 
+/// How far after abort_ip the abort handler is read for branches back to the store.
+const ABORT_HANDLER_BYTES: usize = 64;
+
+/// The instruction right before the descriptor store at `store`, when it provably runs before
+/// the store every time: it loads the stored register (`lea` or `mov`), and no branch can reach
+/// the store without it (no direct branch of the function or of the abort handler targets the
+/// store; no indirect jump in the function, whose target nobody can prove). Needs the
+/// function's bounds from its symbol.
+fn address_load_before(image: &ElfImage, store: u64, abort_ip: u64) -> Option<u64> {
+    let (fstart, fend) = image.function_range(store)?;
+    let code = image.bytes(fstart, (fend - fstart) as usize)?;
+    let insns: Vec<Instruction> = Decoder::with_ip(64, code, fstart, DecoderOptions::NONE)
+        .into_iter()
+        .collect();
+    let mut handler = Vec::new();
+    if let Some(b) = image.bytes(abort_ip, ABORT_HANDLER_BYTES) {
+        for i in Decoder::with_ip(64, b, abort_ip, DecoderOptions::NONE) {
+            handler.push(i);
+            let ends = matches!(
+                i.flow_control(),
+                FlowControl::UnconditionalBranch | FlowControl::Return
+            );
+            if ends {
+                break;
+            }
+        }
+    }
+    load_before(&insns, &handler, store)
+}
+
+/// [`address_load_before`] over decoded instructions: the function's and the abort handler's.
+fn load_before(insns: &[Instruction], handler: &[Instruction], store: u64) -> Option<u64> {
+    let at = insns.iter().position(|i| i.ip() == store)?;
+    let (prev, stored) = (insns.get(at.checked_sub(1)?)?, insns[at].op1_register());
+    let loads = matches!(prev.mnemonic(), Mnemonic::Lea | Mnemonic::Mov)
+        && prev.op0_kind() == OpKind::Register
+        && prev.op0_register() == stored
+        && prev.next_ip() == store;
+    let reaches_store = |i: &Instruction| match i.flow_control() {
+        FlowControl::IndirectBranch => true,
+        FlowControl::UnconditionalBranch | FlowControl::ConditionalBranch | FlowControl::Call => {
+            i.near_branch_target() == store
+        }
+        _ => false,
+    };
+    let provable = loads
+        && !insns.iter().any(|i| i.is_invalid() || reaches_store(i))
+        && !handler.iter().any(reaches_store);
+    provable.then(|| prev.ip())
+}
+
 /// `mov qword ptr [mem], r64`: how librseq stores the descriptor address into `rseq_cs`.
 fn is_pointer_store(insn: &Instruction) -> bool {
     insn.mnemonic() == Mnemonic::Mov
@@ -243,6 +313,35 @@ mod tests {
         for addr in [0xfff, 0x1010, 0x1fff, 0x2004] {
             assert!(check_outside(addr, &all).is_ok(), "{addr:#x}");
         }
+    }
+
+    fn decode(bytes: &[u8], ip: u64) -> Vec<Instruction> {
+        Decoder::with_ip(64, bytes, ip, DecoderOptions::NONE)
+            .into_iter()
+            .collect()
+    }
+
+    #[test]
+    fn the_address_load_is_probed_only_where_nothing_jumps_to_the_store() {
+        // lea rax,[rip+0x10]; mov [rdi+8],rax (the store, at 0x1007); then the end of the path.
+        let (lea, store) = ([0x48, 0x8d, 0x05, 0x10, 0, 0, 0], [0x48, 0x89, 0x47, 0x08]);
+        let ret = decode(&[&lea[..], &store, &[0xc3]].concat(), 0x1000);
+        assert_eq!(load_before(&ret, &[], 0x1007), Some(0x1000));
+        // jmp back to the store (at 0x100c, rel8 -7): a path that skips the load.
+        let back = decode(&[&lea[..], &store, &[0xc3, 0xeb, 0xf9]].concat(), 0x1000);
+        assert_eq!(load_before(&back, &[], 0x1007), None);
+        // An indirect jump anywhere in the function: unprovable.
+        let indirect = decode(&[&lea[..], &store, &[0xff, 0xe0]].concat(), 0x1000);
+        assert_eq!(load_before(&indirect, &[], 0x1007), None);
+        // The abort handler jumping back to the store (jmp rel32 from 0x2000 to 0x1007).
+        let handler = decode(&[0xe9, 0x02, 0xf0, 0xff, 0xff], 0x2000);
+        assert_eq!(load_before(&ret, &handler, 0x1007), None);
+        // The instruction before the store loads another register (rcx).
+        let other = decode(
+            &[&[0x48, 0x8d, 0x0d, 0x10, 0, 0, 0][..], &store, &[0xc3]].concat(),
+            0x1000,
+        );
+        assert_eq!(load_before(&other, &[], 0x1007), None);
     }
 
     #[test]

@@ -214,6 +214,16 @@ impl ElfImage {
     }
 
     /// The function symbol containing `vaddr`: (start address, name).
+    /// [start, end) of the function symbol containing `vaddr`, when its size is known.
+    pub fn function_range(&self, vaddr: u64) -> Option<(u64, u64)> {
+        let i = self.functions.partition_point(|f| f.0 <= vaddr);
+        let (start, size, _) = self.functions.get(i.checked_sub(1)?)?;
+        let end = start
+            .checked_add(*size)
+            .filter(|e| *size > 0 && vaddr < *e)?;
+        Some((*start, end))
+    }
+
     pub fn function_at(&self, vaddr: u64) -> Option<(u64, &str)> {
         let i = self.functions.partition_point(|f| f.0 <= vaddr);
         let (start, size, name) = self.functions.get(i.checked_sub(1)?)?;
