@@ -83,3 +83,5 @@ echo
 bash bench/probe_cost.sh "$seconds" 5
 echo
 bash bench/agent_cost.sh "$agent_seconds"
+echo
+python3 bench/hold_time.py 15

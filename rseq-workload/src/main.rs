@@ -147,8 +147,11 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
     if cli.gate {
         signals::wait_for_gate()?;
     }
+    let mut library_load_secs = None;
     if let (Some(path), true) = (&cli.sections_lib, cli.dlopen_after_gate) {
+        let started = Instant::now();
         library = Some(library::load(path)?);
+        library_load_secs = Some(started.elapsed().as_secs_f64());
     }
     let (fns, descriptors, sections_from) = match library {
         Some(lib) => (lib.fns, lib.descriptors, lib.path),
@@ -194,6 +197,7 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         possible_cpus: percpu.ncpus(),
         rseq_registration: registration.name(),
         rseq_len: registration.area_len(),
+        library_load_secs,
         sections_from,
         descriptors,
     };

@@ -252,6 +252,8 @@ pub struct Report {
     pub rseq_registration: &'static str,
     /// The length the rseq area was registered with (over 32: the V2 ABI on Linux 7.1+).
     pub rseq_len: u32,
+    /// `--dlopen-after-gate`: seconds the library load took (a tracer's hold included).
+    pub library_load_secs: Option<f64>,
     /// "executable" (the built-in sections) or the file of the `--sections-lib` library
     /// the sections ran from.
     pub sections_from: String,
@@ -323,6 +325,7 @@ mod tests {
             possible_cpus: 2,
             rseq_registration: "glibc",
             rseq_len: 32,
+            library_load_secs: None,
             sections_from: "executable".to_string(),
             descriptors: vec![],
         };
