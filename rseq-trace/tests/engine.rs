@@ -43,9 +43,14 @@ fn eight_threads_on_two_cpus_with_yields_and_signals() {
         .map(|s| count(s, "kernel_restarts"))
         .sum();
     assert!(
-        restarts > 0 && restarts <= aborts,
+        restarts <= aborts,
         "kernel restarts {restarts}, aborts {aborts}"
     );
+    // Whether a signal lands inside a section is timing; the workload sees each one that does
+    // (its handler finds abort_ip as the interrupted pc), and each is a kernel restart.
+    if count(&truth, "signal_restarts") > 0 {
+        assert!(restarts > 0, "no kernel restart counted: {truth}");
+    }
 }
 
 #[test]
