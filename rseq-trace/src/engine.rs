@@ -210,6 +210,8 @@ impl Engine {
                 ""
             }
         );
+        // Attaching can take long on a slow machine: the first holds must not be skipped.
+        engine.tracer.heartbeat()?;
         Ok(engine)
     }
 
