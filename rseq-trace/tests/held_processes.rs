@@ -30,6 +30,17 @@ fn dlopen_after_gate() -> Workload {
     )
 }
 
+/// [`dlopen_after_gate`], with rseq-trace attached to it.
+fn traced_before_its_library_load() -> (Workload, Tracer) {
+    assert!(
+        support::is_root(),
+        "the integration tests load eBPF programs"
+    );
+    let workload = dlopen_after_gate();
+    let tracer = Tracer::attach(workload.pid, &[]);
+    (workload, tracer)
+}
+
 /// The process's state letter in /proc (`T`: stopped).
 fn state(pid: u32) -> Option<char> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -51,13 +62,8 @@ fn wait_state(pid: u32, limit: Duration, ok: impl Fn(Option<char>) -> bool) -> O
 /// rseq-trace frozen (SIGSTOP) just before the workload loads its library, then `then` done to
 /// it: the workload, held or not, must finish on its own while rseq-trace cannot help.
 fn frozen_agent_then(then: i32) {
-    assert!(
-        support::is_root(),
-        "the integration tests load eBPF programs"
-    );
-    let workload = dlopen_after_gate();
+    let (workload, mut tracer) = traced_before_its_library_load();
     let pid = workload.pid;
-    let mut tracer = Tracer::attach(pid, &[]);
     let agent = tracer.child.id();
     kill(agent, libc::SIGSTOP);
     let mut since = Instant::now();
@@ -101,13 +107,8 @@ fn a_held_process_goes_on_while_rseq_trace_is_frozen() {
 
 #[test]
 fn a_process_its_user_stopped_stays_stopped_after_rseq_trace_exits() {
-    assert!(
-        support::is_root(),
-        "the integration tests load eBPF programs"
-    );
-    let workload = dlopen_after_gate();
+    let (workload, mut tracer) = traced_before_its_library_load();
     let pid = workload.pid;
-    let mut tracer = Tracer::attach(pid, &[]);
     kill(pid, libc::SIGSTOP);
     wait_state(pid, Duration::from_secs(5), |s| s == Some('T')).expect("SIGSTOP took effect");
     kill(tracer.child.id(), libc::SIGKILL);

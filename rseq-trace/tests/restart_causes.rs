@@ -11,6 +11,18 @@ use std::process::Command;
 use serde_json::Value;
 use support::{count, is_root, live_view_text, run_traced, workload_bin, workload_command};
 
+/// Two threads signalling each other, long sections: signal restarts only.
+const SIGNALS_ONLY: &[&str] = &[
+    "--delay",
+    "300",
+    "--duration",
+    "2",
+    "--threads",
+    "2",
+    "--signal-every",
+    "50",
+];
+
 /// `rseq-trace run --mode aborts -- rseq-workload --delay 300 --duration 2 ARGS` (ARGS may set
 /// another delay): (ground truth, summary).
 fn traced(args: &[&str]) -> (Value, Value) {
@@ -173,16 +185,7 @@ fn extended_abi_command(args: &[&str]) -> Vec<String> {
 #[test]
 fn signals_are_reported_as_signal_with_the_kernels_extended_rseq_abi() {
     assert!(is_root(), "the integration tests load eBPF programs");
-    let command = extended_abi_command(&[
-        "--delay",
-        "300",
-        "--duration",
-        "2",
-        "--threads",
-        "2",
-        "--signal-every",
-        "50",
-    ]);
+    let command = extended_abi_command(SIGNALS_ONLY);
     let (truth, traced) = run_traced(&["--mode", "aborts"], &command);
     eprintln!("registered with {} bytes", truth["rseq_len"]);
     assert_signal_restarts(&truth, &traced);
@@ -262,16 +265,7 @@ fn live_view_shows_the_causes_and_the_hottest_position() {
         is_root(),
         "the integration tests load eBPF programs: run them as root"
     );
-    let text = live_view_text(&[
-        "--delay",
-        "300",
-        "--duration",
-        "2",
-        "--threads",
-        "2",
-        "--signal-every",
-        "50",
-    ]);
+    let text = live_view_text(SIGNALS_ONLY);
     let line = text
         .lines()
         .find(|l| l.starts_with("↳ rseq_key_workload_counter: signal"))

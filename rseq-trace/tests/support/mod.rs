@@ -167,19 +167,13 @@ pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
         std::process::id(),
         RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     ));
-    let out = Command::new(trace_bin())
-        .args(["run", "--json", "--output", summary.to_str().unwrap()])
+    let mut out = Command::new(trace_bin());
+    out.args(["run", "--json", "--output", summary.to_str().unwrap()])
         .args(exact_unless_given(options))
         .args(options)
         .arg("--")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+        .args(args);
+    let out = succeeded(&mut out);
     let truth: Value = serde_json::from_slice(&out.stdout).unwrap();
     let traced: Value = serde_json::from_str(&std::fs::read_to_string(&summary).unwrap()).unwrap();
     std::fs::remove_file(&summary).unwrap();
@@ -189,18 +183,22 @@ pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
 /// `rseq-trace run --mode aborts --interval 0.5 -- rseq-workload ARGS` with stdout not a
 /// terminal: the plain-text live view and the summary table, once the workload exited.
 pub fn live_view_text(args: &[&str]) -> String {
-    let out = Command::new(trace_bin())
-        .args(["run", "--mode", "aborts", "--interval", "0.5", "--"])
+    let mut cmd = Command::new(trace_bin());
+    cmd.args(["run", "--mode", "aborts", "--interval", "0.5", "--"])
         .arg(workload_bin())
-        .args(args)
-        .output()
-        .unwrap();
+        .args(args);
+    String::from_utf8_lossy(&succeeded(&mut cmd).stdout).into_owned()
+}
+
+/// Runs `cmd` to completion; panics with its stderr unless it succeeded.
+fn succeeded(cmd: &mut Command) -> std::process::Output {
+    let out = cmd.output().unwrap();
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    out
 }
 
 /// The workload and its arguments, as [`run_traced`] takes a command.
