@@ -37,6 +37,12 @@ pub struct ProbePlan {
 }
 
 impl ProbePlan {
+    /// Whether the entry probe sits on the descriptor store, whose trap returns with the section
+    /// armed: restarts at start_ip are then the probe's own (cause `probe`).
+    pub fn entry_arms(&self) -> bool {
+        self.entry_on == "descriptor_store"
+    }
+
     /// Every address this plan probes.
     pub fn addresses(&self) -> impl Iterator<Item = u64> + '_ {
         [self.entry, self.abort]
@@ -216,17 +222,17 @@ fn address_load_before(image: &ElfImage, store: u64, abort_ip: u64) -> Option<u6
     let insns: Vec<Instruction> = Decoder::with_ip(64, code, fstart, DecoderOptions::NONE)
         .into_iter()
         .collect();
+    // A handler that cannot be read proves nothing: the probe stays on the store.
+    let b = image.bytes_up_to(abort_ip, ABORT_HANDLER_BYTES)?;
     let mut handler = Vec::new();
-    if let Some(b) = image.bytes(abort_ip, ABORT_HANDLER_BYTES) {
-        for i in Decoder::with_ip(64, b, abort_ip, DecoderOptions::NONE) {
-            handler.push(i);
-            let ends = matches!(
-                i.flow_control(),
-                FlowControl::UnconditionalBranch | FlowControl::Return
-            );
-            if ends {
-                break;
-            }
+    for i in Decoder::with_ip(64, b, abort_ip, DecoderOptions::NONE) {
+        handler.push(i);
+        let ends = matches!(
+            i.flow_control(),
+            FlowControl::UnconditionalBranch | FlowControl::Return
+        );
+        if ends {
+            break;
         }
     }
     load_before(&insns, &handler, store)

@@ -196,6 +196,18 @@ impl ElfImage {
         self.data.get(off..end)
     }
 
+    /// Up to `max` bytes of file content at a link-time address: fewer where its segment's
+    /// file-backed part ends first (code read ahead of a point, such as an abort handler at
+    /// the end of the text segment).
+    pub fn bytes_up_to(&self, vaddr: u64, max: usize) -> Option<&[u8]> {
+        let (a, size, _, _) = self
+            .segments
+            .iter()
+            .find(|(a, size, _, _)| vaddr >= *a && vaddr - a < *size)?;
+        let left = usize::try_from(a + size - vaddr).unwrap_or(usize::MAX);
+        self.bytes(vaddr, max.min(left))
+    }
+
     pub fn read_u32(&self, vaddr: u64) -> Option<u32> {
         Some(u32::from_le_bytes(self.bytes(vaddr, 4)?.try_into().ok()?))
     }
