@@ -71,6 +71,12 @@ fn expected(format: &str) -> Vec<Expected> {
         ],
         "tcmalloc" => vec![e("fx_tc_alloc", 0), e("fx_tc_free", 0)],
         "rseq_table" => vec![e("fx_legacy", 0)],
+        "librseq_param" => vec![
+            e("px_inc", 0),
+            e("px_list_pop", 1),
+            e("px_list_push", 1),
+            e("px_retry_inc", 0),
+        ],
         other => unreachable!("unknown fixture format {other}"),
     };
     v.sort();
@@ -173,6 +179,16 @@ fn mtime_nanos(p: &Path) -> u128 {
         .map_or(0, |d| d.as_nanos())
 }
 
+/// The mtime of the arch's shared header (`librseq_<arch>.h`), 0 where there is none.
+fn header_mtime(arch: &str) -> u128 {
+    let header = sources_dir().join(format!("librseq_{arch}.h"));
+    if header.exists() {
+        mtime_nanos(&header)
+    } else {
+        0
+    }
+}
+
 /// Builds one variant unless the output exists and its stamp (command line + source mtime)
 /// matches. Writes to temporary names and renames, so concurrent test processes never see a
 /// half-written file.
@@ -183,9 +199,10 @@ fn build(v: &Variant, dir: &Path) -> Fixture {
     let (cc, cc_package) = v.compiler();
     let source = v.source();
     let stamp = format!(
-        "{cc} {}\nsource mtime {}\n",
+        "{cc} {}\nsource mtime {}\nheader mtime {}\n",
         v.args(&path).join(" "),
-        mtime_nanos(&source)
+        mtime_nanos(&source),
+        header_mtime(v.arch)
     );
     let fresh = path.exists() && fs::read_to_string(&stamp_path).ok().as_deref() == Some(&stamp);
     if !fresh {
@@ -263,6 +280,27 @@ pub fn all() -> &'static [Fixture] {
                 .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
                 .collect()
         })
+    })
+}
+
+/// The librseq-shaped test program (`tests/fixtures/librseq_param_x86_64.c`, a PIE): threads,
+/// a delay loop inside every section, signals from a thread of its own, and its own count of
+/// every section's attempts, aborts and cancels on stdout. Not in [`all`]: it is a program to
+/// trace, not a table format.
+pub fn librseq_param() -> &'static Fixture {
+    static PARAM: OnceLock<Fixture> = OnceLock::new();
+    PARAM.get_or_init(|| {
+        check_tool("gcc", "gcc");
+        let dir = build_dir();
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let v = Variant {
+            format: "librseq_param",
+            arch: "x86_64",
+            linker: "gnu",
+            kind: "pie",
+            relr: false,
+        };
+        build(&v, &dir)
     })
 }
 
