@@ -28,6 +28,7 @@ mod worker;
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -67,6 +68,10 @@ struct Cli {
     /// Every N iterations, SIGUSR1 the next worker thread (0 = off).
     #[arg(long, default_value_t = 0)]
     signal_every: u64,
+    /// Every N microseconds of wall-clock time, SIGUSR1 the workers in turn from a thread of
+    /// its own: a signal rate that does not slow down with the program (0 = off).
+    #[arg(long, default_value_t = 0, value_name = "N")]
+    signal_period_us: u64,
     /// With GLIBC_TUNABLES=glibc.pthread.rseq=0: register our own rseq area with the length
     /// the kernel announces (AT_RSEQ_FEATURE_SIZE), as glibc 2.40+ does; on Linux 7.1+ that
     /// selects the V2 ABI (IDs written only when they change).
@@ -170,6 +175,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         delay: cli.delay,
         yield_every: cli.yield_every,
         signal_every: cli.signal_every,
+        signal_period: (cli.signal_period_us > 0)
+            .then(|| Duration::from_micros(cli.signal_period_us)),
         mismatch_every: cli.mismatch_every,
         slice_extension: cli.slice_extension,
         burst: cli.burst,
@@ -227,6 +234,7 @@ fn run_workers(
     migrator: Option<&Controller>,
 ) -> Result<(Truth, u64), String> {
     let shared = Shared::new(percpu, plan);
+    let workers_done = AtomicBool::new(false);
     let results = thread::scope(|s| {
         let mut handles = Vec::with_capacity(plan.threads);
         let mut spawn_error = None;
@@ -246,6 +254,17 @@ fn run_workers(
         let failed = shared.start.wait_arrivals(handles.len());
         let go = spawn_error.is_none() && failed == 0;
         shared.start.release(go);
+        let signaller = match (go, plan.signal_period) {
+            (true, Some(period)) => {
+                let (tids, done) = (&shared.tids, &workers_done);
+                thread::Builder::new()
+                    .name("rseq-signaller".into())
+                    .spawn_scoped(s, move || signals::send_periodically(tids, period, done))
+                    .map_err(|e| spawn_error = Some(format!("cannot start signal thread: {e}")))
+                    .ok()
+            }
+            _ => None,
+        };
         let mut controller = None;
         if let (true, Some(c)) = (go, migrator) {
             let movable = &shared.movable;
@@ -280,6 +299,8 @@ fn run_workers(
                     .unwrap_or_else(|_| Err("a worker thread panicked".into()))
             })
             .collect();
+        workers_done.store(true, Ordering::Relaxed);
+        let periodic = signaller.map_or(0, |h| h.join().unwrap_or(0));
         // Only now, so workers are moved until the last one returned (it unregisters
         // itself first, see `migrate::Movable`).
         if let Some(c) = migrator {
@@ -292,10 +313,11 @@ fn run_workers(
         if let Some(e) = spawn_error {
             results.push(Err(e));
         }
-        (results, migrations)
+        (results, migrations, periodic)
     });
-    let (results, migrations) = results;
+    let (results, migrations, periodic) = results;
     let mut total = Truth::new(percpu.ncpus());
+    total.signals_sent += periodic;
     for r in results {
         total.merge(&r?);
     }

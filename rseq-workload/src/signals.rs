@@ -4,7 +4,8 @@
 
 use std::cell::Cell;
 use std::io::Write;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 static SIGNALS_RECEIVED: AtomicU64 = AtomicU64::new(0);
 static SIGNAL_RESTARTS: AtomicU64 = AtomicU64::new(0);
@@ -197,4 +198,25 @@ pub fn send_sigusr1(tid: libc::pid_t) -> bool {
     // SAFETY: tgkill with our own tgid only reaches threads of this process.
     let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
     rc == 0
+}
+
+/// `--signal-period-us`: SIGUSR1 to the next worker, round robin, every `period` of wall-clock
+/// time until `done` or a stop request; returns how many were sent. Unlike `--signal-every`
+/// (per iteration), the rate does not follow the program's speed, so the share of attempts a
+/// signal aborts (signal rate x time inside a section) is the same however much slower probes
+/// outside the sections make each iteration: the baseline for probe-made aborts.
+pub fn send_periodically(tids: &[AtomicI32], period: Duration, done: &AtomicBool) -> u64 {
+    let (mut sent, mut next) = (0, Instant::now());
+    for i in 0.. {
+        if done.load(Ordering::Relaxed) || stop_requested() || tids.is_empty() {
+            break;
+        }
+        next += period;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+        let tid = tids[i % tids.len()].load(Ordering::Relaxed);
+        if tid > 0 && send_sigusr1(tid) {
+            sent += 1;
+        }
+    }
+    sent
 }

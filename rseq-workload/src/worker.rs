@@ -28,6 +28,8 @@ pub struct Plan {
     pub yield_every: u64,
     /// SIGUSR1 to the next worker every N iterations (0 = never).
     pub signal_every: u64,
+    /// SIGUSR1 to the workers in turn at this period, from a thread of its own.
+    pub signal_period: Option<std::time::Duration>,
     /// Enter the sections expecting the wrong CPU every N iterations (0 = never).
     pub mismatch_every: u64,
     /// Request a time-slice extension over every iteration, yield after grants.
