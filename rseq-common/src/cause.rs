@@ -121,15 +121,21 @@ pub enum Cause {
     /// None of the above seen: a blocking switch inside the section (a page fault that slept),
     /// or a restart requested from outside (membarrier with `MEMBARRIER_CMD_*_RSEQ`).
     Other = 3,
+    /// Made by rseq-trace itself: a restart at start_ip on the thread's return from an entry
+    /// probe on the descriptor store ([`crate::Cookie::entry_arms`]), whose trap returns with
+    /// the section armed; whatever arrived during the trap (a signal, a preemption) aborts it.
+    /// Untraced, the program would not have aborted there.
+    Probe = 4,
 }
 
 impl Cause {
-    pub const COUNT: usize = 4;
+    pub const COUNT: usize = 5;
     pub const ALL: [Cause; Cause::COUNT] = [
         Cause::Preemption,
         Cause::Migration,
         Cause::Signal,
         Cause::Other,
+        Cause::Probe,
     ];
 
     /// The cause a [`Restart::cause`] holds (`Other` for anything unknown).
@@ -139,6 +145,7 @@ impl Cause {
             0 => Cause::Preemption,
             1 => Cause::Migration,
             2 => Cause::Signal,
+            4 => Cause::Probe,
             _ => Cause::Other,
         }
     }
@@ -150,6 +157,7 @@ impl Cause {
             Cause::Migration => "migration",
             Cause::Signal => "signal",
             Cause::Other => "other",
+            Cause::Probe => "probe",
         }
     }
 
@@ -180,6 +188,32 @@ pub struct Restart {
     pub offset: u32,
     /// A [`Cause`].
     pub cause: u32,
+}
+
+/// Name of the map of entry-probe traps on descriptor stores: tid -> [`Armed`].
+pub const ARMED_MAP: &str = "ARMED";
+
+/// The last trap of a thread's entry probe on a descriptor store (sampled mode, where entry
+/// probes come and go: a restart at start_ip is the probe's own only while they are there).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Armed {
+    pub section: u32,
+    pub _pad: u32,
+    /// `bpf_ktime_get_ns` at the trap.
+    pub ns: u64,
+}
+
+impl Armed {
+    /// A restart at start_ip this long after the trap still follows it: longer than any
+    /// sampling window (50 ms) and a preemption during the trap on a loaded machine.
+    pub const FRESH_NS: u64 = 200_000_000;
+
+    /// Whether a restart of `section` at start_ip at `now` followed this trap.
+    #[inline(always)]
+    pub const fn explains(&self, section: u32, now: u64) -> bool {
+        self.section == section && now.wrapping_sub(self.ns) < Self::FRESH_NS
+    }
 }
 
 /// Name of the position histogram map: [`PositionKey`] -> kernel restarts.
@@ -274,6 +308,23 @@ mod tests {
         let mut m = n;
         m.live.flags = PREEMPTED | SWITCHED;
         assert_eq!(m.explaining(1_500).flags, PREEMPTED | SWITCHED);
+    }
+
+    #[test]
+    fn a_store_probe_trap_explains_a_restart_of_its_section_only_while_fresh() {
+        let a = Armed {
+            section: 7,
+            _pad: 0,
+            ns: 1_000,
+        };
+        assert!(a.explains(7, 1_000 + Armed::FRESH_NS - 1));
+        assert!(!a.explains(8, 2_000), "another section's trap");
+        assert!(
+            !a.explains(7, 1_000 + Armed::FRESH_NS),
+            "a trap long before: the probes may be gone"
+        );
+        assert_eq!(Cause::from_u32(Cause::Probe as u32), Cause::Probe);
+        assert_eq!(Cause::Probe.name(), "probe");
     }
 
     #[test]

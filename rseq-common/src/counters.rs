@@ -17,7 +17,7 @@ pub enum Counter {
     Entries = 0,
     Aborts = 1,
     Cancels = 2,
-    /// Aborts the kernel caused (preemption, migration, signal), seen by the
+    /// Aborts the kernel caused (preemption, migration, signal, or during our probe), seen by the
     /// `rseq_ip_fixup` tracepoint just before the abort handler ran. The rest of the aborts
     /// are the section's own CPU-mismatch branch.
     KernelRestarts = 3,
@@ -31,10 +31,11 @@ pub enum Counter {
     RestartMigration = 7,
     RestartSignal = 8,
     RestartOther = 9,
+    RestartProbe = 10,
 }
 
 impl Counter {
-    pub const COUNT: usize = 10;
+    pub const COUNT: usize = 11;
 
     /// The slot counting kernel restarts of `cause`.
     #[inline(always)]
@@ -44,6 +45,7 @@ impl Counter {
             Cause::Migration => Counter::RestartMigration,
             Cause::Signal => Counter::RestartSignal,
             Cause::Other => Counter::RestartOther,
+            Cause::Probe => Counter::RestartProbe,
         }
     }
 }

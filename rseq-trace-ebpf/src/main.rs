@@ -33,8 +33,8 @@ use aya_ebpf::{
 };
 use rseq_common::{
     cause::{
-        Cause, Note, PositionKey, Restart, POSITIONS_CAPACITY, PREEMPTED, SIGNALLED, SWITCHED,
-        THREAD_EVENTS_CAPACITY,
+        Armed, Cause, Note, PositionKey, Restart, POSITIONS_CAPACITY, PREEMPTED, SIGNALLED,
+        SWITCHED, THREAD_EVENTS_CAPACITY,
     },
     counters::{CountKey, Counter, Counters},
     health::Health,
@@ -81,6 +81,11 @@ static RESTART: LruHashMap<u32, Restart> = LruHashMap::with_max_entries(RESTART_
 #[map]
 static THREAD_EVENTS: LruHashMap<u32, Note> =
     LruHashMap::with_max_entries(THREAD_EVENTS_CAPACITY, 0);
+
+/// Sampled mode: each thread's last entry-probe trap on a descriptor store
+/// ([`rseq_common::Cookie::entry_arms`]).
+#[map]
+static ARMED: LruHashMap<u32, Armed> = LruHashMap::with_max_entries(THREAD_EVENTS_CAPACITY, 0);
 
 /// Kernel restarts per (process, section, interrupted offset).
 #[map]
@@ -196,7 +201,7 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
             if cookie.event == Event::Cancel {
                 (cpu, Counter::Cancels)
             } else {
-                count_restart(ctx, tgid, tid, cookie.section, cpu);
+                count_restart(ctx, tgid, tid, cookie, cpu);
                 (cpu, Counter::Aborts)
             }
         }
@@ -222,9 +227,12 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
             if open {
                 add(tgid, cookie.section, cpu, Counter::Entries);
             }
+            if cookie.entry_arms {
+                armed(tid, cookie.section);
+            }
         }
         Event::Abort => {
-            count_restart(ctx, tgid, tid, cookie.section, cpu);
+            count_restart(ctx, tgid, tid, cookie, cpu);
             add(tgid, cookie.section, cpu, Counter::Aborts);
             if open {
                 add(tgid, cookie.section, cpu, Counter::WindowAborts);
@@ -239,11 +247,56 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
     }
 }
 
-/// Counts the abort of `section` as a kernel restart, with its cause and position, when the
-/// kernel sent this thread to the abort handler being probed (rather than the section's own
-/// CPU-mismatch branch jumping there).
+/// Sampled mode: notes that the thread's entry probe on a descriptor store just trapped.
 #[inline(never)]
-fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, section: u32, cpu: u32) {
+fn armed(tid: u32, section: u32) {
+    // SAFETY: the helper has no preconditions.
+    let ns = unsafe { bpf_ktime_get_ns() };
+    match ARMED.get_ptr_mut(&tid) {
+        // SAFETY: `p` points into a live map value that only this thread writes.
+        Some(p) => unsafe {
+            *p = Armed {
+                section,
+                _pad: 0,
+                ns,
+            }
+        },
+        None => {
+            let _ = ARMED.insert(
+                &tid,
+                &Armed {
+                    section,
+                    _pad: 0,
+                    ns,
+                },
+                0,
+            );
+        }
+    }
+}
+
+/// Whether a kernel restart of `section` at start_ip on this thread was made by its entry probe
+/// on the descriptor store: the trap returned there with the section armed. In exact mode every
+/// entry traps, so a restart at start_ip always follows one; in sampled mode only while entry
+/// probes are attached, which the thread's last trap tells.
+#[inline(never)]
+fn made_by_probe(tid: u32, section: u32) -> bool {
+    // SAFETY: a plain read of a global the loader may have rewritten.
+    if Mode::from_u8(unsafe { core::ptr::read_volatile(&MODE) }) != Mode::Sampled {
+        return true;
+    }
+    // SAFETY: the helper has no preconditions; the value is read in place at once.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: as above.
+    unsafe { ARMED.get(&tid) }.is_some_and(|a| a.explains(section, now))
+}
+
+/// Counts the abort of the cookie's section as a kernel restart, with its cause and position,
+/// when the kernel sent this thread to the abort handler being probed (rather than the
+/// section's own CPU-mismatch branch jumping there).
+#[inline(never)]
+fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u32) {
+    let section = cookie.section;
     // SAFETY: a plain value copied out at once.
     let Some(restart) = (unsafe { RESTART.get(&tid) }).copied() else {
         return;
@@ -255,13 +308,17 @@ fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, section: u32, cpu: u32
     if ip < restart.abort_ip || ip - restart.abort_ip > MAX_ABORT_PROBE_OFFSET {
         return health(Health::RestartUnclaimed);
     }
+    let cause = if restart.offset == 0 && cookie.entry_arms && made_by_probe(tid, section) {
+        Cause::Probe
+    } else {
+        Cause::from_u32(restart.cause)
+    };
     add(tgid, section, cpu, Counter::KernelRestarts);
-    add(
-        tgid,
-        section,
-        cpu,
-        Counter::restarts_by(Cause::from_u32(restart.cause)),
-    );
+    add(tgid, section, cpu, Counter::restarts_by(cause));
+    if cause == Cause::Probe {
+        // Where our own trap left the thread, not where the program is interrupted.
+        return;
+    }
     let key = PositionKey {
         tgid,
         section,
@@ -425,7 +482,7 @@ fn add(tgid: u32, section: u32, cpu: u32, counter: Counter) {
         Some(p) => p,
         None => {
             // BPF_NOEXIST: if another CPU created it meanwhile, use theirs. The zero value
-            // comes from a map: 80 bytes on the stack would take the program over 64 bytes
+            // comes from a map: 88 bytes on the stack would take the program over 64 bytes
             // of stack, where the kernel gives it a per-CPU stack instead.
             let Some(zero) = ZERO_COUNTERS.get(0) else {
                 return health(Health::CountsFull);

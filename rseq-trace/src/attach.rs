@@ -188,7 +188,9 @@ impl Tracer {
                     &mut always
                 };
                 to.offsets.push(offset);
-                to.cookies.push(Cookie::new(*id, event).encode());
+                let arms = self.mode != Mode::Aborts && plan.entry_arms();
+                to.cookies
+                    .push(Cookie::new(*id, event).entry_arming(arms).encode());
             }
         }
         if !always.offsets.is_empty() {

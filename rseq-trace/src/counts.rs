@@ -84,6 +84,7 @@ impl Tally {
                 migration: c.get(Counter::RestartMigration),
                 signal: c.get(Counter::RestartSignal),
                 other: c.get(Counter::RestartOther),
+                probe: c.get(Counter::RestartProbe),
                 cpu_mismatch: aborts.saturating_sub(c.get(Counter::KernelRestarts)),
             },
             window_aborts: c.get(Counter::WindowAborts),
@@ -161,17 +162,21 @@ pub struct AbortCauses {
     pub signal: u64,
     /// A restart with none of the above seen (a blocking fault, a membarrier request).
     pub other: u64,
+    /// Restarts rseq-trace's own entry probe made: a trap on the descriptor store returned to
+    /// start_ip with the section armed. Untraced, these attempts would not have aborted.
+    pub probe: u64,
     pub cpu_mismatch: u64,
 }
 
 impl AbortCauses {
     /// (name, count) of each cause, in a fixed order.
-    pub fn named(&self) -> [(&'static str, u64); 5] {
+    pub fn named(&self) -> [(&'static str, u64); 6] {
         [
             (Cause::Preemption.name(), self.preemption),
             (Cause::Migration.name(), self.migration),
             (Cause::Signal.name(), self.signal),
             (Cause::Other.name(), self.other),
+            (Cause::Probe.name(), self.probe),
             ("cpu_mismatch", self.cpu_mismatch),
         ]
     }
@@ -190,6 +195,7 @@ impl AbortCauses {
         self.migration += o.migration;
         self.signal += o.signal;
         self.other += o.other;
+        self.probe += o.probe;
         self.cpu_mismatch += o.cpu_mismatch;
     }
 
@@ -199,6 +205,7 @@ impl AbortCauses {
             migration: self.migration.saturating_sub(e.migration),
             signal: self.signal.saturating_sub(e.signal),
             other: self.other.saturating_sub(e.other),
+            probe: self.probe.saturating_sub(e.probe),
             cpu_mismatch: self.cpu_mismatch.saturating_sub(e.cpu_mismatch),
         }
     }
@@ -246,7 +253,7 @@ mod tests {
     use super::*;
 
     fn counters(e: u64, a: u64, c: u64, k: u64) -> Counters {
-        Counters([e, a, c, k, 0, 0, k, 0, 0, 0])
+        Counters([e, a, c, k, 0, 0, k, 0, 0, 0, 0])
     }
 
     #[test]

@@ -277,7 +277,15 @@ fn why_and_where(k: &KeyReport) -> Option<String> {
         .first()
         .map(|p| format!(" | hottest {}", p.place()))
         .unwrap_or_default();
-    Some(format!("↳ {}: {}{hottest}", k.key, shares.join(", ")))
+    let probe = match causes.probe {
+        0 => String::new(),
+        n => format!(" | ⚠ {n} made by rseq-trace's probe on the descriptor store"),
+    };
+    Some(format!(
+        "↳ {}: {}{hottest}{probe}",
+        k.key,
+        shares.join(", ")
+    ))
 }
 
 /// A rate that is an estimate: `~N±U`, or `>=N` when it cannot be extrapolated yet.

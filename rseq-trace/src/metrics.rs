@@ -246,7 +246,7 @@ fn restart_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> Ve
     let Ok(vec) = IntCounterVec::new(
         Opts::new(
             "rseq_kernel_restarts_total",
-            "Aborts caused by the kernel, from the rseq_ip_fixup tracepoint, by cause: preemption, migration (resumed on another CPU), signal, other.",
+            "Aborts caused by the kernel, from the rseq_ip_fixup tracepoint, by cause: preemption, migration (resumed on another CPU), signal, other, probe (made by rseq-trace's own entry probe on the descriptor store; untraced they would not happen).",
         ),
         &names,
     ) else {

@@ -36,6 +36,9 @@ pub struct Report {
     /// Sampled mode: the windows and what they cost.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sampling: Option<SamplingStats>,
+    /// Findings about the tracing itself that change what the counts mean, one sentence each
+    /// (aborts made by our own probes).
+    pub warnings: Vec<String>,
 }
 
 /// A key: the group a marker table names, or a single section.
@@ -195,6 +198,7 @@ impl Report {
             seconds: elapsed.as_secs_f64(),
             kernel_restarts_counted: engine.restarts_counted(),
             restart_causes_counted: engine.causes_counted(),
+            warnings: probe_warnings(keys.values()),
             keys: keys.into_values().collect(),
             per_cpu: finish(snapshot.group_by(|k| Some(k.cpu)), mode),
             sections,
@@ -205,6 +209,14 @@ impl Report {
                 .collect(),
             sampling: sampled.then_some(engine.sampling),
         }
+    }
+
+    /// The warnings, one line each, for the end of the summary.
+    fn warnings_text(&self) -> String {
+        self.warnings
+            .iter()
+            .map(|w| format!("warning: {w}\n"))
+            .collect()
     }
 
     /// The human summary: one row per key, then the processes.
@@ -271,6 +283,7 @@ impl Report {
                 }
             }
         }
+        out.push_str(&self.warnings_text());
         for s in self.sections.iter().filter(|s| s.refused.is_some()) {
             let _ = writeln!(
                 out,
@@ -357,4 +370,20 @@ pub fn shown(value: u64, t: &Tally) -> String {
 /// "`sub rcx,1` at start+0xe (file.rs:88) of f+0x3b, 57 restarts".
 pub fn describe(p: &Position) -> String {
     format!("{} of {}, {} restarts", p.place(), p.section, p.restarts)
+}
+
+/// One warning per key some of whose aborts our own entry probe made ([`Cause::Probe`]).
+///
+/// [`Cause::Probe`]: rseq_common::cause::Cause::Probe
+fn probe_warnings<'a>(keys: impl Iterator<Item = &'a KeyReport>) -> Vec<String> {
+    keys.filter(|k| k.total.abort_causes.probe > 0)
+        .map(|k| {
+            format!(
+                "{} of the {} aborts of {} were made by rseq-trace's own entry probe: a trap on \
+                 the descriptor store returns to start_ip with the section armed (cause `probe`; \
+                 untraced they would not happen; `--mode aborts` puts no probe there)",
+                k.total.abort_causes.probe, k.total.aborts, k.key
+            )
+        })
+        .collect()
 }
