@@ -43,7 +43,14 @@ fn traced(args: &[&str]) -> (Value, Value) {
 
 /// The causes of all keys together, by name.
 fn causes(traced: &Value) -> Vec<(String, u64)> {
-    let names = ["preemption", "migration", "signal", "other", "cpu_mismatch"];
+    let names = [
+        "preemption",
+        "migration",
+        "signal",
+        "other",
+        "probe",
+        "cpu_mismatch",
+    ];
     names
         .iter()
         .map(|n| {
@@ -73,7 +80,7 @@ fn causes_printed(traced: &Value) -> Vec<(String, u64)> {
 fn assert_consistent(truth: &Value, traced: &Value) {
     for k in traced["keys"].as_array().unwrap() {
         let c = &k["abort_causes"];
-        let kernel: u64 = ["preemption", "migration", "signal", "other"]
+        let kernel: u64 = ["preemption", "migration", "signal", "other", "probe"]
             .iter()
             .map(|n| count(c, n))
             .sum();
