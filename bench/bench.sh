@@ -8,7 +8,10 @@
 #  2. cost per probe hit of rseq_event, the empty program and bpftrace, on an ordinary
 #     instruction and on a 5-byte nop (bench/probe_cost.sh);
 #  3. the agent's CPU and memory at 1,000 sections, attach time and /metrics latency at 10,000
-#     sections (bench/agent_cost.sh).
+#     sections (bench/agent_cost.sh);
+#  4. the hold at a library load (bench/hold_time.py);
+#  5. aborts per million attempts as the programs count them, untraced and in every mode
+#     (bench/probe_aborts.py).
 # Usage: bench/bench.sh [SECONDS_PER_RUN] [AGENT_SECONDS]   (run as root; builds release
 # binaries; installs bpftrace through scripts/bootstrap.sh --bench). SECONDS_PER_RUN (default 2)
 # is each workload run and each probe-cost run; AGENT_SECONDS (default 60) the agent's window.
@@ -85,3 +88,5 @@ echo
 bash bench/agent_cost.sh "$agent_seconds"
 echo
 python3 bench/hold_time.py 15
+echo
+python3 bench/probe_aborts.py 3 3
