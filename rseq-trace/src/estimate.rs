@@ -9,7 +9,10 @@
 //! aborts and cancels outside the windows into a count of entries. The estimate is unbiased as
 //! long as what makes sections abort arrives per unit of time or per attempt (preemption,
 //! migration, the program's own state), not per unit of the traced program's progress that the
-//! probes slow down.
+//! probes slow down. Threads that share per-CPU data break it too: when whether an attempt
+//! cancels depends on how far the other threads got (a stack that several threads push to and
+//! pop from), the probes, which slow some sections more than others inside windows, change
+//! the share itself.
 
 use serde::Serialize;
 

@@ -255,7 +255,12 @@ fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
 /// extrapolation assumes (docs/BENCHMARKS.md).
 #[test]
 fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
-    let args = workload_command(&["--threads", "4", "--delay", "50", "--duration", "8"]);
+    // Two threads on the two CPUs: each CPU's stacks mostly serve one thread, so whether a push
+    // or pop cancels depends on that thread's own steps, not on how fast the others progress
+    // (which the entry probes change inside windows: the estimate's assumption, see
+    // `estimate.rs`). With 4 threads the 7.2 VM once saw list_pop's commits 1.75% off, outside
+    // the ± 1.67%.
+    let args = workload_command(&["--threads", "2", "--delay", "50", "--duration", "8"]);
     let (truth, traced) = run_traced(&["--mode", "sampled", "--budget", "5"], &args);
     assert_eq!(traced["mode"], "sampled");
     let sampling = &traced["sampling"];
