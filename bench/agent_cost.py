@@ -170,12 +170,16 @@ def attach_row(args, mode):
         latencies.append(got[0])
         body = got[1]
         time.sleep(0.2)
+    # The poll loop's longest gap so far (it continues processes held at library loads): what
+    # the scrapes cost the tracer's own loop.
+    gap = metric(body, "rseq_trace_poll_gap_max_seconds")
     hwm = status_kib(s.agent.pid, "VmHWM")
     detach = s.stop()
     return {
         "detach": detach,
         "mode": mode, "sections": sections, "probes": probes, "attached": attached,
         "ready": ready, "user": user / CLK_TCK, "sys": sys_ / CLK_TCK, "hwm": hwm / 1024,
+        "gap": None if gap is None else gap * 1000,
         "scrape_med": statistics.median(latencies) * 1000, "scrape_max": max(latencies) * 1000,
         "bytes": len(body.encode()),
     }
@@ -226,16 +230,18 @@ def main():
     print(f"attach: {os.path.basename(args.attach_binary)}, target running with "
           f"{args.attach_threads} thread(s); attach = rseq-trace start to its \"attached N "
           "probes\" line (end of Engine::start); user/sys = agent CPU by then; first scrape = "
-          "start to first /metrics answer (includes rendering it); `rseq-trace list` (read "
-          f"tables, plan probes, no attach) takes {listed:.2f} s")
+          "start to first /metrics answer (includes rendering it); poll gap = the longest time "
+          "between two passes of the agent's poll loop by the last scrape "
+          "(rseq_trace_poll_gap_max_seconds, 50 ms when nothing delays it); `rseq-trace list` "
+          f"(read tables, plan probes, no attach) takes {listed:.2f} s")
     print(f"{'mode':<7} {'sections':>8} {'probes':>6} {'attach s':>8} {'user s':>6} {'sys s':>6} "
           f"{'first scrape s':>14} {'VmHWM MiB':>9} {'scrape ms med/max':>17} {'body KiB':>8} "
-          f"{'detach s':>8}")
+          f"{'detach s':>8} {'poll gap ms':>11}")
     for r in rows:
         print(f"{r['mode']:<7} {n(r['sections']):>8} {n(r['probes']):>6} {r['attached']:>8.2f} "
               f"{r['user']:>6.2f} {r['sys']:>6.2f} {r['ready']:>14.2f} {r['hwm']:>9.1f} "
               f"{r['scrape_med']:>8.1f}/{r['scrape_max']:<8.1f} {r['bytes'] / 1024:>8.0f} "
-              f"{r['detach']:>8.2f}")
+              f"{r['detach']:>8.2f} {n(r['gap']):>11}")
 
 
 if __name__ == "__main__":

@@ -78,6 +78,7 @@ pub async fn run(
         }
         let mut engine = lock()?;
         engine.refresh().context("following the targets failed")?;
+        engine.poll_gap.pass(Instant::now());
         let resort = keys.as_mut().and_then(|k| k.sort_change());
         if let Some(s) = resort {
             sort = s;
@@ -101,6 +102,12 @@ pub async fn run(
         }
     }
     let mut engine = lock()?;
+    let gap = engine.poll_gap;
+    info!(
+        "poll loop: longest gap between passes {:.1} ms over {} passes",
+        gap.max().as_secs_f64() * 1e3,
+        gap.passes()
+    );
     engine.refresh_all()?;
     let snapshot = engine.snapshot().context("reading the counters failed")?;
     Ok(Report::new(&engine, &snapshot, started.elapsed()))

@@ -97,6 +97,8 @@ pub struct Engine {
     pub sampling: SamplingStats,
     /// Continues held processes if this agent dies or stops answering (`hold_watchdog`).
     watchdog: Option<std::process::Child>,
+    /// How late the agent's poll loop has run (set by the loop, read by the exporter).
+    pub poll_gap: crate::poll_gap::PollGap,
 }
 
 /// How often followed processes' mappings are re-read besides the loader hook.
@@ -114,6 +116,7 @@ impl Engine {
         }
         let mut engine = Engine {
             watchdog: None,
+            poll_gap: Default::default(),
             tracer: Tracer::load(mode)?,
             sections: Vec::new(),
             objects: HashMap::new(),

@@ -17,6 +17,7 @@ pub mod listing;
 pub mod live;
 pub mod metrics;
 pub mod multi_link;
+pub mod poll_gap;
 pub mod positions;
 pub mod probe_points;
 pub mod report;
