@@ -22,6 +22,7 @@ pub mod positions;
 pub mod probe_points;
 pub mod report;
 pub mod sampling;
+pub mod scrape;
 pub mod serve;
 pub mod symbolize;
 pub mod table;

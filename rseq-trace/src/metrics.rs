@@ -17,22 +17,13 @@ use prometheus::{
 };
 use rseq_common::{health::Health, mode::Mode};
 
-use crate::{counts::Tally, engine::Engine, sampling::SamplingStats};
+pub use crate::scrape::ProcessLabels;
+use crate::{counts::Tally, engine::Engine, sampling::SamplingStats, scrape::ScrapeView};
 
 /// A counter family: name, help text, and the tally field it exports.
 type CounterSpec = (&'static str, &'static str, fn(&Tally) -> u64);
 /// A gauge family, likewise.
 type GaugeSpec = (&'static str, &'static str, fn(&Tally) -> f64);
-
-/// How processes appear in the labels.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ProcessLabels {
-    /// `comm` and `pid`; a process that exits drops its series.
-    Pid,
-    /// `binary`: the traced file, summed over every process running it (exited ones included,
-    /// so counters never go down).
-    Binary,
-}
 
 /// The custom collector: every scrape reads the maps through the engine.
 pub struct Exporter {
@@ -55,6 +46,27 @@ impl Exporter {
         }
     }
 
+    /// The maps and labels, read under the engine's lock, which is released on return.
+    fn read(&self) -> Option<ScrapeView> {
+        let Ok(engine) = self.engine.lock() else {
+            self.read_errors.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        let started = Instant::now();
+        match ScrapeView::read(&engine, self.labels, self.per_cpu, skip_reason) {
+            Ok(view) => {
+                self.last_read_ns
+                    .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                Some(view)
+            }
+            Err(e) => {
+                tracing::warn!("scrape: reading the maps failed: {e}");
+                self.read_errors.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
     /// The text exposition of everything, as served on `/metrics`.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
@@ -62,49 +74,9 @@ impl Exporter {
         String::from_utf8(buf).unwrap_or_default()
     }
 
-    fn section_families(&self, engine: &Engine) -> Vec<MetricFamily> {
-        let started = Instant::now();
-        let snapshot = match engine.snapshot() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!("scrape: reading the maps failed: {e}");
-                self.read_errors.fetch_add(1, Ordering::Relaxed);
-                return Vec::new();
-            }
-        };
-        self.last_read_ns
-            .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-        let mut names: Vec<&str> = match self.labels {
-            ProcessLabels::Pid => vec!["comm", "pid", "key"],
-            ProcessLabels::Binary => vec!["binary", "key"],
-        };
-        if self.per_cpu {
-            names.push("cpu");
-        }
-        // One series per label set.
-        let mut series: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
-        for (k, c) in &snapshot.counts {
-            let Some(section) = engine.sections.get(k.section as usize) else {
-                continue;
-            };
-            let mut values = match self.labels {
-                ProcessLabels::Pid => {
-                    if engine.has_exited(k.tgid) {
-                        continue;
-                    }
-                    let comm = engine.processes.get(&k.tgid).cloned().unwrap_or_default();
-                    vec![comm, k.tgid.to_string(), section.key.clone()]
-                }
-                ProcessLabels::Binary => vec![section.object.clone(), section.key.clone()],
-            };
-            if self.per_cpu {
-                values.push(k.cpu.to_string());
-            }
-            series
-                .entry(values)
-                .or_default()
-                .add(&Tally::from_counters(c));
-        }
+    fn section_families(&self, view: &ScrapeView) -> Vec<MetricFamily> {
+        let names = self.labels.names(self.per_cpu);
+        let series = &view.series;
         let counters: [CounterSpec; 4] = [
             ("rseq_entries_total", "Critical-section attempts entered (the descriptor store before start_ip).", |t| t.entries),
             ("rseq_commits_total", "Attempts committed: entries - aborts - cancels (includes attempts in flight, at most one per thread).", |t| t.commits),
@@ -112,7 +84,7 @@ impl Exporter {
             ("rseq_cancels_total", "Attempts that left early through an exit point.", |t| t.cancels),
         ];
         let mut families = Vec::new();
-        let exact = engine.mode() == Mode::Exact;
+        let exact = view.mode == Mode::Exact;
         for (name, help, value) in counters {
             if !exact && (name == "rseq_entries_total" || name == "rseq_commits_total") {
                 continue; // not counted (or estimated): absent rather than a false figure
@@ -120,15 +92,15 @@ impl Exporter {
             let Ok(vec) = IntCounterVec::new(Opts::new(name, help), &names) else {
                 continue;
             };
-            for (labels, tally) in &series {
+            for (labels, tally) in series {
                 let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
                 vec.with_label_values(&labels).inc_by(value(tally));
             }
             families.extend(vec.collect());
         }
-        families.extend(restart_families(&series, &names));
-        if engine.mode() == Mode::Sampled {
-            families.extend(estimate_families(&series, &names));
+        families.extend(restart_families(series, &names));
+        if view.mode == Mode::Sampled {
+            families.extend(estimate_families(series, &names));
         }
         let unattributed = IntCounterVec::new(
             Opts::new(
@@ -140,35 +112,30 @@ impl Exporter {
         if let Ok(vec) = unattributed {
             for h in Health::ALL {
                 vec.with_label_values(&[h.name()])
-                    .inc_by(snapshot.health[h as usize]);
+                    .inc_by(view.health[h as usize]);
             }
             families.extend(vec.collect());
         }
         families
     }
 
-    fn health_families(&self, engine: &Engine) -> Vec<MetricFamily> {
+    fn health_families(&self, view: &ScrapeView) -> Vec<MetricFamily> {
         let mut families = Vec::new();
         let gauge = |name: &str, help: &str, labels: &[&str]| {
             IntGaugeVec::new(Opts::new(name, help), labels).ok()
         };
         if let Some(g) = gauge("rseq_trace_probes_attached", "Uprobes attached.", &[]) {
-            g.with_label_values::<&str>(&[]).set(engine.probes() as i64);
+            g.with_label_values::<&str>(&[]).set(view.probes as i64);
             families.extend(g.collect());
         }
-        let skipped: Vec<&str> = engine
-            .sections
-            .iter()
-            .filter_map(|s| s.plan.as_ref().err())
-            .map(|why| skip_reason(why))
-            .collect();
+        let skipped = &view.skipped;
         if let Some(g) = gauge(
             "rseq_trace_sections",
             "Critical sections found, by state.",
             &["state"],
         ) {
             g.with_label_values(&["traced"])
-                .set((engine.sections.len() - skipped.len()) as i64);
+                .set(view.traced_sections as i64);
             g.with_label_values(&["skipped"]).set(skipped.len() as i64);
             families.extend(g.collect());
         }
@@ -189,7 +156,7 @@ impl Exporter {
             &[],
         ) {
             g.with_label_values::<&str>(&[])
-                .set(engine.restarts_counted() as i64);
+                .set(view.restarts_counted as i64);
             families.extend(g.collect());
         }
         if let Ok(c) = IntCounterVec::new(
@@ -203,8 +170,19 @@ impl Exporter {
                 .inc_by(self.read_errors.load(Ordering::Relaxed));
             families.extend(c.collect());
         }
-        if engine.mode() == Mode::Sampled {
-            families.extend(sampling_families(&engine.sampling));
+        if view.mode == Mode::Sampled {
+            families.extend(sampling_families(&view.sampling));
+        }
+        if let Ok(g) = GaugeVec::new(
+            Opts::new(
+                "rseq_trace_poll_gap_max_seconds",
+                "Longest time between two passes of the tracer's poll loop (exits, holds at library loads, new mappings) since start; about 0.05 when nothing delays it.",
+            ),
+            &[],
+        ) {
+            g.with_label_values::<&str>(&[])
+                .set(view.poll_gap_max.as_secs_f64());
+            families.extend(g.collect());
         }
         if let Ok(g) = GaugeVec::new(
             Opts::new(
@@ -228,12 +206,11 @@ impl Collector for Exporter {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let Ok(engine) = self.engine.lock() else {
-            self.read_errors.fetch_add(1, Ordering::Relaxed);
+        let Some(view) = self.read() else {
             return Vec::new();
         };
-        let mut families = self.health_families(&engine);
-        families.extend(self.section_families(&engine));
+        let mut families = self.health_families(&view);
+        families.extend(self.section_families(&view));
         families
     }
 }
