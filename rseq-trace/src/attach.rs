@@ -471,8 +471,7 @@ fn attach_raw_tracepoint(
 
 /// Turns the usual causes of a load failure into a message that says what to do.
 fn preflight() -> Result<(), AttachError> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
+    if !rustix::process::geteuid().is_root() {
         return Err(AttachError::NotRoot);
     }
     if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {

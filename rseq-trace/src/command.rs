@@ -8,6 +8,15 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use rustix::process::{Pid, WaitOptions};
+
+/// `pid` as rustix takes it.
+fn child_pid(pid: u32) -> io::Result<Option<Pid>> {
+    let pid = i32::try_from(pid).ok().and_then(Pid::from_raw);
+    pid.map(Some)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
 /// A child process stopped before exec.
 #[derive(Debug)]
 pub struct GatedChild {
@@ -80,12 +89,9 @@ pub fn spawn_gated(argv: &[String]) -> io::Result<GatedChild> {
             libc::_exit(127);
         }
     }
-    let mut status = 0;
-    // SAFETY: waiting for our own child.
-    if unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    if !libc::WIFSTOPPED(status) {
+    let stopped = rustix::process::waitpid(child_pid(pid as u32)?, WaitOptions::UNTRACED)?
+        .is_some_and(|(_, status)| status.stopped());
+    if !stopped {
         return Err(io::Error::other("the command did not start"));
     }
     Ok(GatedChild {
@@ -97,31 +103,23 @@ pub fn spawn_gated(argv: &[String]) -> io::Result<GatedChild> {
 impl GatedChild {
     /// Lets the child exec.
     pub fn release(&self) -> io::Result<()> {
-        // SAFETY: signalling our own child.
-        if unsafe { libc::kill(self.pid as i32, libc::SIGCONT) } < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        crate::target::send_signal(self.pid, rustix::process::Signal::CONT)
     }
 
     /// Waits for the child to exit (blocking: call it on a blocking thread).
     pub fn wait(pid: u32) -> io::Result<ExitStatus> {
-        let mut status = 0;
+        let child = child_pid(pid)?;
         loop {
-            // SAFETY: waiting for our own child.
-            let r = unsafe { libc::waitpid(pid as i32, &mut status, 0) };
-            if r < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
+            let status = match rustix::process::waitpid(child, WaitOptions::empty()) {
+                Ok(Some((_, status))) => status,
+                Ok(None) | Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            if let Some(code) = status.exit_status() {
+                return Ok(ExitStatus::Code(code));
             }
-            if libc::WIFEXITED(status) {
-                return Ok(ExitStatus::Code(libc::WEXITSTATUS(status)));
-            }
-            if libc::WIFSIGNALED(status) {
-                return Ok(ExitStatus::Signal(libc::WTERMSIG(status)));
+            if let Some(sig) = status.terminating_signal() {
+                return Ok(ExitStatus::Signal(sig));
             }
         }
     }

@@ -260,8 +260,8 @@ impl Engine {
             tracing::debug!("pid {pid} changed its loaded objects: rescanning before it goes on");
             self.tracer.heartbeat()?;
             let result = self.rescan(pid);
-            // SAFETY: continuing a process this engine stopped.
-            unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+            // Continuing a process this engine stopped (a vanished one needs nothing).
+            let _ = target::send_signal(pid, rustix::process::Signal::CONT);
             result?;
         }
         Ok(())
@@ -523,8 +523,8 @@ impl Drop for Engine {
     fn drop(&mut self) {
         if let Ok(pids) = self.tracer.take_dl_pending() {
             for pid in pids {
-                // SAFETY: continuing a process this engine stopped.
-                unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+                // Continuing a process this engine stopped.
+                let _ = target::send_signal(pid, rustix::process::Signal::CONT);
             }
         }
         // Nothing is held any more: the watchdog has nothing left to do.

@@ -20,8 +20,6 @@ pub enum TargetError {
     NoSuchProcess { pid: u32 },
     #[error("cannot inspect pid {pid} (run rseq-trace as root)")]
     Inaccessible { pid: u32, source: io::Error },
-    #[error("cannot watch pid {pid} for its exit")]
-    Watch { pid: u32, source: io::Error },
 }
 
 /// Loading the eBPF programs and attaching probes.

@@ -65,8 +65,8 @@ pub fn run(agent: u32, pending_map: u32, heartbeat_map: u32) -> Result<(), MapEr
                         "continuing pid {pid}, held at a library load: the agent is {}",
                         if gone { "gone" } else { "not responding" }
                     );
-                    // SAFETY: kill with a valid signal; only a process the hook stopped.
-                    unsafe { libc::kill(pid as i32, libc::SIGCONT) };
+                    // Only a process the hook stopped (a vanished one needs nothing).
+                    let _ = crate::target::send_signal(pid, rustix::process::Signal::CONT);
                 }
             }
         }

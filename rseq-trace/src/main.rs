@@ -95,8 +95,7 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
         Ok(e) => e,
         Err(e) => {
             // Never leave the stopped child behind.
-            // SAFETY: killing our own child.
-            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            let _ = rseq_trace::target::send_signal(pid, rustix::process::Signal::KILL);
             let _ = GatedChild::wait(pid);
             return Err(e.into());
         }

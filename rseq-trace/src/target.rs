@@ -1,15 +1,13 @@
-//! The process being traced: its executable, and a way to learn that it exited.
+//! The processes being traced, as `/proc` shows them (read with the `procfs` crate): their
+//! executable, the files they map, whether they are alive, their CPU time and name.
 
 use std::{
     fs, io,
-    os::{
-        fd::{FromRawFd, OwnedFd},
-        unix::fs::MetadataExt,
-    },
+    os::unix::fs::MetadataExt,
     path::{Path, PathBuf},
 };
 
-use tokio::io::unix::AsyncFd;
+use procfs::process::{MMPermissions, MMapPath, Process};
 
 use crate::error::TargetError;
 
@@ -35,7 +33,7 @@ impl Target {
             return Err(TargetError::NoSuchProcess { pid });
         }
         let exe_link = proc_dir.join("exe");
-        let exe_path = fs::read_link(&exe_link).map_err(|source| classify(pid, source))?;
+        let exe_path = fs::read_link(&exe_link).map_err(|source| io_error(pid, source))?;
         let exe_name = exe_path.display().to_string();
         let probe_path = if same_file(&exe_path, &exe_link) {
             exe_path
@@ -43,7 +41,7 @@ impl Target {
             exe_link.clone()
         };
         let comm = fs::read_to_string(proc_dir.join("comm"))
-            .map_err(|source| classify(pid, source))?
+            .map_err(|source| io_error(pid, source))?
             .trim_end()
             .to_owned();
         Ok(Target {
@@ -53,42 +51,6 @@ impl Target {
             exe_name,
             comm,
         })
-    }
-
-    /// A handle that becomes ready when the process exits (a pidfd), so the agent can stop
-    /// reading as soon as the last count is final.
-    pub fn exit_watch(&self) -> Result<ExitWatch, TargetError> {
-        let watch = |source| TargetError::Watch {
-            pid: self.pid,
-            source,
-        };
-        // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-        let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, self.pid as libc::c_int, 0) };
-        if fd < 0 {
-            let e = io::Error::last_os_error();
-            return Err(if e.raw_os_error() == Some(libc::ESRCH) {
-                TargetError::NoSuchProcess { pid: self.pid }
-            } else {
-                watch(e)
-            });
-        }
-        // SAFETY: `fd` was just returned by the kernel and is owned by nobody else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
-        // SAFETY: the AsyncFd owns the pidfd and deregisters it before closing it.
-        let fd = unsafe { AsyncFd::register(fd) }.map_err(|e| watch(e.into()))?;
-        Ok(ExitWatch(fd))
-    }
-}
-
-/// Becomes ready when the watched process exits.
-pub struct ExitWatch(AsyncFd<OwnedFd>);
-
-impl ExitWatch {
-    pub async fn exited(&self) {
-        // A pidfd polls readable once the process has exited; errors mean it is gone too.
-        if let Ok(mut guard) = self.0.readable().await {
-            guard.retain_ready();
-        }
     }
 }
 
@@ -124,29 +86,33 @@ pub struct MappedObject {
 
 /// Every file `pid` maps executable, each once.
 pub fn mapped_objects(pid: u32) -> Result<Vec<MappedObject>, TargetError> {
-    let maps =
-        fs::read_to_string(format!("/proc/{pid}/maps")).map_err(|source| classify(pid, source))?;
+    let maps = process(pid)
+        .and_then(|p| p.maps())
+        .map_err(|e| classify(pid, e))?;
     let mut seen = std::collections::BTreeSet::new();
     let mut objects = Vec::new();
-    for line in maps.lines() {
-        let mut f = line.split_whitespace();
-        let (Some(perms), Some(path)) = (f.nth(1), f.nth(3)) else {
+    for map in maps {
+        let MMapPath::Path(path) = &map.pathname else {
             continue;
         };
-        if !perms.contains('x') || !path.starts_with('/') || !seen.insert(path.to_owned()) {
+        let shown = path.display().to_string();
+        if !map.perms.contains(MMPermissions::EXECUTE)
+            || !path.is_absolute()
+            || !seen.insert(shown.clone())
+        {
             continue;
         }
-        let open_path = PathBuf::from(format!("/proc/{pid}/root{path}"));
+        let open_path = PathBuf::from(format!("/proc/{pid}/root{shown}"));
         let Ok(id) = FileId::of(&open_path) else {
             continue; // deleted or unreachable: nothing to read tables from
         };
-        let probe_path = if FileId::of(Path::new(path)).ok() == Some(id) {
-            PathBuf::from(path)
+        let probe_path = if FileId::of(path).ok() == Some(id) {
+            path.clone()
         } else {
             open_path.clone()
         };
         objects.push(MappedObject {
-            shown: path.to_owned(),
+            shown,
             open_path,
             probe_path,
             id,
@@ -157,27 +123,26 @@ pub fn mapped_objects(pid: u32) -> Result<Vec<MappedObject>, TargetError> {
 
 /// Whether `pid` is alive (a zombie has exited: its counts are final).
 pub fn is_alive(pid: u32) -> bool {
-    match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        // The state follows the parenthesised comm, which may itself contain ") ".
-        Ok(stat) => stat
-            .rsplit_once(") ")
-            .is_some_and(|(_, rest)| !rest.starts_with('Z') && !rest.starts_with('X')),
-        Err(_) => false,
-    }
+    process(pid)
+        .and_then(|p| p.stat())
+        .is_ok_and(|s| !matches!(s.state, 'Z' | 'X'))
 }
 
 /// CPU time (user + system, all threads) the process has used, in seconds; `None` once it is
 /// gone. Clock-tick resolution (10 ms), which sampled mode's budget accrues over seconds.
 pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // After the comm: state is field 3, utime and stime fields 14 and 15.
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let mut fields = rest.split_ascii_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
-    Some((utime + stime) as f64 / hz)
+    let stat = process(pid).and_then(|p| p.stat()).ok()?;
+    let hz = procfs::ticks_per_second().max(1) as f64;
+    Some((stat.utime + stat.stime) as f64 / hz)
+}
+
+/// Sends `sig` to `pid`.
+pub fn send_signal(pid: u32, sig: rustix::process::Signal) -> io::Result<()> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    Ok(rustix::process::kill_process(pid, sig)?)
 }
 
 /// The process's command name, if it still exists.
@@ -194,9 +159,82 @@ fn same_file(a: &Path, b: &Path) -> bool {
     }
 }
 
-fn classify(pid: u32, source: io::Error) -> TargetError {
-    match source.kind() {
-        io::ErrorKind::NotFound => TargetError::NoSuchProcess { pid },
-        _ => TargetError::Inaccessible { pid, source },
+fn classify(pid: u32, e: procfs::ProcError) -> TargetError {
+    match e {
+        procfs::ProcError::NotFound(_) => TargetError::NoSuchProcess { pid },
+        procfs::ProcError::Io(source, _) => io_error(pid, source),
+        other => TargetError::Inaccessible {
+            pid,
+            source: io::Error::other(other.to_string()),
+        },
+    }
+}
+
+/// ENOENT, and ESRCH (what reading `/proc/PID/maps` of a process that is exiting gives), mean
+/// the process is gone: the caller stops following it. Anything else is a real failure.
+fn io_error(pid: u32, source: io::Error) -> TargetError {
+    if source.kind() == io::ErrorKind::NotFound
+        || source.raw_os_error() == Some(rustix::io::Errno::SRCH.raw_os_error())
+    {
+        TargetError::NoSuchProcess { pid }
+    } else {
+        TargetError::Inaccessible { pid, source }
+    }
+}
+
+/// `/proc/PID`, as procfs reads it; pid 0 and pids over `i32::MAX` name no process.
+fn process(pid: u32) -> procfs::ProcResult<Process> {
+    match i32::try_from(pid) {
+        Ok(p) if p > 0 => Process::new(p),
+        _ => Err(procfs::ProcError::NotFound(None)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn me() -> u32 {
+        std::process::id()
+    }
+
+    #[test]
+    fn reads_this_process() {
+        let exe = fs::canonicalize("/proc/self/exe").unwrap();
+        let objects = mapped_objects(me()).unwrap();
+        assert!(
+            objects.iter().any(|o| Path::new(&o.shown) == exe),
+            "{exe:?} not among {objects:?}"
+        );
+        assert!(objects.iter().all(|o| o.shown.starts_with('/')));
+        assert!(is_alive(me()));
+        assert!(cpu_seconds(me()).is_some());
+        assert!(comm(me()).is_some_and(|c| !c.is_empty()));
+    }
+
+    #[test]
+    fn a_process_that_is_exiting_is_gone_not_inaccessible() {
+        let esrch = io::Error::from_raw_os_error(rustix::io::Errno::SRCH.raw_os_error());
+        assert!(matches!(
+            io_error(7, esrch),
+            TargetError::NoSuchProcess { pid: 7 }
+        ));
+        let eacces = io::Error::from_raw_os_error(rustix::io::Errno::ACCESS.raw_os_error());
+        assert!(matches!(
+            io_error(7, eacces),
+            TargetError::Inaccessible { pid: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn a_pid_that_names_no_process() {
+        for pid in [0, u32::MAX, i32::MAX as u32] {
+            assert!(!is_alive(pid));
+            assert!(cpu_seconds(pid).is_none());
+            assert!(matches!(
+                mapped_objects(pid),
+                Err(TargetError::NoSuchProcess { .. })
+            ));
+        }
     }
 }
