@@ -11,6 +11,6 @@ rounds=${2:-5}
 build=target/bench
 mkdir -p "$build"
 gcc -O2 -Wall -Wextra -o "$build/probe_cost_target" bench/probe_cost_target.c
-cargo build --release -q -p rseq-trace --example probe_cost
+cargo build --release -q -p rseq-trace --features bench --example probe_cost
 target/release/examples/probe_cost --target "$build/probe_cost_target" \
     --seconds "$seconds" --rounds "$rounds"

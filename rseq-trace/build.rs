@@ -33,10 +33,17 @@ fn main() -> anyhow::Result<()> {
     let root_dir = ebpf_dir
         .to_str()
         .context("non-UTF-8 path to the eBPF crate")?;
+    // `--features bench` (bench/probe_cost.sh) adds the empty program to the object.
+    let features: &[&str] = if env::var_os("CARGO_FEATURE_BENCH").is_some() {
+        &["bench"]
+    } else {
+        &[]
+    };
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "rseq-trace-ebpf",
             root_dir,
+            features,
             ..Default::default()
         }],
         aya_build::Toolchain::Custom(TOOLCHAIN),

@@ -136,7 +136,9 @@ pub fn rseq_dl_change(_ctx: ProbeContext) -> u32 {
     0
 }
 
-/// Does nothing: the floor that `bench/` compares `rseq_event`'s cost per hit against.
+/// Does nothing: the floor that `bench/` compares `rseq_event`'s cost per hit against (only in
+/// objects built for the benchmarks).
+#[cfg(feature = "bench")]
 #[uprobe]
 pub fn rseq_empty(_ctx: ProbeContext) -> u32 {
     0

@@ -3,6 +3,7 @@
 //! the traced program.
 
 pub mod attach;
+#[cfg(feature = "bench")]
 pub mod bench_rig;
 pub mod command;
 pub mod counts;
