@@ -26,7 +26,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 
-debs=(rustc-web cargo-web rust-web-src llvm-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
+debs=(rustc-web cargo-web rust-web-src rust-web-clippy llvm-22-dev libzstd-dev zlib1g-dev gcc libc6-dev
       python3 jq binutils lld-22 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
       binutils-aarch64-linux-gnu
       prometheus systemd python3-venv

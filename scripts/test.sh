@@ -7,8 +7,14 @@ bash scripts/bootstrap.sh
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
-echo "== cargo clippy -- -D warnings"
-cargo clippy --all-targets -- -D warnings
+echo "== cargo clippy -- -D warnings (with the benchmark rig too)"
+cargo clippy --all-targets --features rseq-trace/bench -- -D warnings
+echo "== cargo clippy over the eBPF crate (bpfel-unknown-none, with and without the bench program)"
+for features in "" bench; do
+    (cd rseq-trace-ebpf && RUSTC_BOOTSTRAP=1 CARGO_ENCODED_RUSTFLAGS='--cfg=bpf_target_arch="x86_64"' \
+        rustup run debian-web cargo clippy -q --target bpfel-unknown-none -Z build-std=core \
+        --features "$features" --target-dir ../target/ebpf-clippy -- -D warnings)
+done
 echo "== build (the tests run the built rseq-workload and rseq-trace binaries)"
 cargo build --all-targets
 # Test binaries that touch no kernel (unit tests, table reading, fixtures, deployment files): in
