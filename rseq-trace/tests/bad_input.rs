@@ -40,6 +40,8 @@ fn a_process_without_rseq_tables() {
 
 #[test]
 fn without_privileges() {
+    // Root drops to user nobody (setpriv) to see what an unprivileged user sees.
+    support::require_root();
     // A copy that user nobody can execute wherever the checkout lives.
     let dir = std::env::temp_dir().join(format!("rseq-trace-nobody-{}", std::process::id()));
     fs::create_dir_all(&dir).unwrap();

@@ -6,18 +6,13 @@
 mod support;
 
 use serde_json::Value;
-use support::{
-    assert_exact, count, is_root, live_view_text, run_traced, workload_bin, workload_command,
-};
+use support::{assert_exact, count, live_view_text, run_traced, workload_bin, workload_command};
 
 /// The run of the kernels issue: `rseq-trace run --mode MODE -- rseq-workload --threads 2
 /// --duration 2 --yield-every 50 --signal-every 200`; `run_traced` fails if the workload did not
 /// exit successfully (a crash of the traced program is a failure of the tracer).
 fn traced_run(mode: &str) -> (Value, Value) {
-    assert!(
-        is_root(),
-        "the integration tests load eBPF programs: run them as root (scripts/test.sh)"
-    );
+    support::require_root();
     let args = [
         "--threads",
         "2",
@@ -133,7 +128,7 @@ fn sampled_mode_counts_each_section_exactly_and_the_program_runs_unharmed() {
 /// commits, their rates and the ratio, never a 0 beside non-zero aborts.
 #[test]
 fn aborts_mode_shows_what_it_does_not_count_as_a_dash() {
-    assert!(is_root(), "the integration tests load eBPF programs");
+    support::require_root();
     let text = live_view_text(&[
         "--threads",
         "2",

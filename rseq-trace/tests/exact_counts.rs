@@ -4,7 +4,7 @@
 mod support;
 
 use serde_json::Value;
-use support::{assert_exact, is_root, provoking, Tracer, Workload};
+use support::{assert_exact, provoking, Tracer, Workload};
 
 /// Gated workload, traced from before its first section to after its exit.
 fn traced_run(args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
@@ -18,9 +18,7 @@ fn traced_run(args: &[&str], env: &[(&str, &str)]) -> (Value, Value) {
 
 #[test]
 fn counts_equal_ground_truth_with_glibc_rseq_area() {
-    if !is_root() {
-        panic!("the integration tests load eBPF programs: run them as root (scripts/test.sh)");
-    }
+    support::require_root();
     let (truth, traced) = traced_run(&provoking("3", "6000"), &[]);
     let (aborts, cancels) = assert_exact(&truth, &traced);
     assert!(aborts > 0, "the run provoked no abort: {truth}");
@@ -30,9 +28,7 @@ fn counts_equal_ground_truth_with_glibc_rseq_area() {
 
 #[test]
 fn counts_equal_ground_truth_with_own_rseq_registration() {
-    if !is_root() {
-        panic!("the integration tests load eBPF programs: run them as root (scripts/test.sh)");
-    }
+    support::require_root();
     let (truth, traced) = traced_run(
         &provoking("2", "6000"),
         &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")],
@@ -49,9 +45,7 @@ fn counts_equal_ground_truth_with_own_rseq_registration() {
 /// sections less often). Elsewhere the same as the 32-byte registration.
 #[test]
 fn counts_equal_ground_truth_with_the_kernels_extended_rseq_abi() {
-    if !is_root() {
-        panic!("the integration tests load eBPF programs: run them as root (scripts/test.sh)");
-    }
+    support::require_root();
     let mut args = provoking("2", "6000");
     args.push("--extended-rseq");
     let (truth, traced) = traced_run(&args, &[("GLIBC_TUNABLES", "glibc.pthread.rseq=0")]);

@@ -32,10 +32,7 @@ fn dlopen_after_gate() -> Workload {
 
 /// [`dlopen_after_gate`], with rseq-trace attached to it.
 fn traced_before_its_library_load() -> (Workload, Tracer) {
-    assert!(
-        support::is_root(),
-        "the integration tests load eBPF programs"
-    );
+    support::require_root();
     let workload = dlopen_after_gate();
     let tracer = Tracer::attach(workload.pid, &[]);
     (workload, tracer)

@@ -92,6 +92,7 @@ fn metrics_of(addr: &str) -> String {
 
 #[test]
 fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
+    support::require_root();
     let long = Workload::start(&provoking_for("2", "--duration", "30"), &[]);
     let short = Workload::start(
         &["--threads", "1", "--duration", "4", "--delay", "300"],

@@ -20,7 +20,7 @@ use std::{
 };
 
 use serde_json::Value;
-use support::{count, fixtures, is_root, prometheus::http_get, run_traced, trace_bin, Lines};
+use support::{count, fixtures, prometheus::http_get, run_traced, trace_bin, Lines};
 
 /// The program and its arguments: `-D SECONDS` of `-T TEST` with the delay and signals.
 fn program(test: &str, seconds: &str) -> Vec<String> {
@@ -79,7 +79,7 @@ fn assert_counts_as_the_program(mode: &str, truth: &Value, traced: &Value) {
 
 #[test]
 fn every_mode_counts_what_the_librseq_shaped_program_counts_itself() {
-    assert!(is_root(), "the integration tests load eBPF programs");
+    support::require_root();
     for mode in ["exact", "aborts", "sampled"] {
         let (truth, traced) = run_traced(&["--mode", mode], &program("all", "1"));
         assert_counts_as_the_program(mode, &truth, &traced);
@@ -129,7 +129,7 @@ fn assert_probe_restarts_reported(traced: &Value) -> u64 {
 
 #[test]
 fn restarts_made_by_a_probe_on_the_descriptor_store_are_reported_as_probe() {
-    assert!(is_root(), "the integration tests load eBPF programs");
+    support::require_root();
     for mode in ["exact", "sampled"] {
         let (truth, traced) = run_traced(&["--mode", mode], &program("retry", "1"));
         assert_counts_as_the_program(mode, &truth, &traced);
@@ -148,7 +148,7 @@ fn restarts_made_by_a_probe_on_the_descriptor_store_are_reported_as_probe() {
 /// warning and `rseq_kernel_restarts_total{cause="probe"}`.
 #[test]
 fn probe_made_restarts_are_warned_about_in_the_live_view_the_summary_and_metrics() {
-    assert!(is_root(), "the integration tests load eBPF programs");
+    support::require_root();
     let mut trace = Command::new(trace_bin())
         .args(["run", "--mode", "exact", "--interval", "0.5"])
         .args(["--listen", "127.0.0.1:0", "--"])

@@ -8,7 +8,7 @@ mod support;
 use std::{collections::HashSet, fs};
 
 use rseq_common::{Cookie, Event};
-use support::{is_root, kernel_links, workload_bin, Tracer, Workload};
+use support::{kernel_links, workload_bin, Tracer, Workload};
 
 /// The 5-byte nop of a marker (`nopl 0(%rax,%rax,1)`), which the kernel optimizes into a call.
 const NOP5: [u8; 5] = [0x0f, 0x1f, 0x44, 0x00, 0x00];
@@ -68,10 +68,7 @@ fn breakpoints(pid: u32, path: &str) -> HashSet<u64> {
 
 #[test]
 fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
-    assert!(
-        is_root(),
-        "the integration tests load eBPF programs: run them as root"
-    );
+    support::require_root();
     let exe = fs::canonicalize(workload_bin()).unwrap();
     let exe = exe.to_str().unwrap();
 

@@ -9,7 +9,7 @@ mod support;
 use std::process::Command;
 
 use serde_json::Value;
-use support::{count, is_root, live_view_text, run_traced, workload_bin, workload_command};
+use support::{count, live_view_text, run_traced, workload_bin, workload_command};
 
 /// Two threads signalling each other, long sections: signal restarts only.
 const SIGNALS_ONLY: &[&str] = &[
@@ -26,10 +26,7 @@ const SIGNALS_ONLY: &[&str] = &[
 /// `rseq-trace run --mode aborts -- rseq-workload --delay 300 --duration 2 ARGS` (ARGS may set
 /// another delay): (ground truth, summary).
 fn traced(args: &[&str]) -> (Value, Value) {
-    assert!(
-        is_root(),
-        "the integration tests load eBPF programs: run them as root"
-    );
+    support::require_root();
     let delay = if args.contains(&"--delay") {
         &[][..]
     } else {
@@ -201,7 +198,7 @@ fn extended_abi_command(args: &[&str]) -> Vec<String> {
 /// Linux 7.1+, where `rseq_update` fires only when the IDs change and before the fixup).
 #[test]
 fn signals_are_reported_as_signal_with_the_kernels_extended_rseq_abi() {
-    assert!(is_root(), "the integration tests load eBPF programs");
+    support::require_root();
     let command = extended_abi_command(SIGNALS_ONLY);
     let (truth, traced) = run_traced(&["--mode", "aborts"], &command);
     eprintln!("registered with {} bytes", truth["rseq_len"]);
@@ -214,7 +211,7 @@ fn signals_are_reported_as_signal_with_the_kernels_extended_rseq_abi() {
 /// own count of them, with grants and yields going on all the time.
 #[test]
 fn time_slice_grants_and_yields_are_not_restarts() {
-    assert!(is_root(), "the integration tests load eBPF programs");
+    support::require_root();
     let args = [
         "--slice-extension",
         "--delay",
@@ -278,10 +275,7 @@ fn affinity_changes_are_reported_as_migration() {
 
 #[test]
 fn live_view_shows_the_causes_and_the_hottest_position() {
-    assert!(
-        is_root(),
-        "the integration tests load eBPF programs: run them as root"
-    );
+    support::require_root();
     let text = live_view_text(SIGNALS_ONLY);
     let line = text
         .lines()

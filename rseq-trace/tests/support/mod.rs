@@ -125,6 +125,7 @@ impl Tracer {
 
     /// One rseq-trace following several processes.
     pub fn attach_many(pids: &[u32], extra: &[&str]) -> Self {
+        require_root();
         let mut child = Command::new(trace_bin())
             .args(
                 pids.iter()
@@ -161,6 +162,7 @@ pub fn exact_unless_given(args: &[&str]) -> &'static [&'static str] {
 /// `rseq-trace run --json --output FILE OPTIONS -- ARGS` (`--mode exact` unless OPTIONS choose a
 /// mode): (the command's stdout JSON, rseq-trace's summary).
 pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
+    require_root();
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let summary = std::env::temp_dir().join(format!(
         "rseq-trace-run-{}-{}.json",
@@ -183,6 +185,7 @@ pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
 /// `rseq-trace run --mode aborts --interval 0.5 -- rseq-workload ARGS` with stdout not a
 /// terminal: the plain-text live view and the summary table, once the workload exited.
 pub fn live_view_text(args: &[&str]) -> String {
+    require_root();
     let mut cmd = Command::new(trace_bin());
     cmd.args(["run", "--mode", "aborts", "--interval", "0.5", "--"])
         .arg(workload_bin())
@@ -265,6 +268,16 @@ pub fn run_trace(args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Fails the test at once, saying how to run it, unless it runs as root: every kernel test
+/// loads eBPF programs and attaches uprobes.
+pub fn require_root() {
+    assert!(
+        is_root(),
+        "this test loads eBPF programs and attaches uprobes: run it as root \
+         (sudo bash scripts/test.sh runs every test)"
+    );
 }
 
 /// Whether the test runs as root; the tests that load eBPF need it.
