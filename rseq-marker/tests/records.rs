@@ -20,12 +20,12 @@ rseq_marker::define_key!(rseq_key_marker_test_b);
 #[cfg(target_arch = "x86_64")]
 mod arch {
     use super::*;
-    pub use rseq_marker::x86_64::{CODE, PROBE, PROBE_OFFSET};
+    pub(crate) use rseq_marker::x86_64::{CODE, PROBE, PROBE_OFFSET};
 
     /// START, FINISH, ABORT of group A in one block, around real work.
     #[no_mangle]
     #[inline(never)]
-    pub extern "C" fn rseq_marker_test_each(x: u64) -> u64 {
+    pub(crate) extern "C" fn rseq_marker_test_each(x: u64) -> u64 {
         let mut y = x;
         // SAFETY: the markers only move rsp within the red zone and back; `y` is a register.
         unsafe {
@@ -46,7 +46,7 @@ mod arch {
     /// `__rseq_failure`, preceded by RSEQ_SIG), with `nostack`.
     #[no_mangle]
     #[inline(never)]
-    pub extern "C" fn rseq_marker_test_two_keys(x: u64) -> u64 {
+    pub(crate) extern "C" fn rseq_marker_test_two_keys(x: u64) -> u64 {
         let mut y = x;
         // SAFETY: as above; the jump into the other section returns right away.
         unsafe {
@@ -78,7 +78,7 @@ mod arch {
     /// The fragments also work in AT&T syntax.
     #[no_mangle]
     #[inline(never)]
-    pub extern "C" fn rseq_marker_test_att(x: u64) -> u64 {
+    pub(crate) extern "C" fn rseq_marker_test_att(x: u64) -> u64 {
         let mut y = x;
         // SAFETY: as above.
         unsafe {

@@ -20,6 +20,8 @@
 // aya-ebpf's map methods take `impl Borrow<K>`; passing the key by reference keeps a single copy
 // of it on the stack, and every function here must stay under 64 bytes of stack (see `add`).
 #![allow(clippy::needless_borrows_for_generic_args)]
+// The programs are entry points the loader finds by their symbols, `pub` as aya's macros expect.
+#![allow(unreachable_pub)]
 
 use core::intrinsics::{atomic_xadd, AtomicOrdering};
 

@@ -27,7 +27,7 @@ const POLL: Duration = Duration::from_millis(50);
 
 /// Runs until a stop condition, then returns the final report. `child` is a command started by
 /// `rseq-trace run`: the loop also ends when it exits.
-pub async fn run(
+pub(crate) async fn run(
     shared: &Arc<Mutex<Engine>>,
     out: &Output,
     binary_mode: bool,
@@ -130,7 +130,7 @@ impl Drop for AbortOnDrop {
 }
 
 /// Prints or writes the final summary.
-pub fn emit(report: &Report, out: &Output) -> anyhow::Result<()> {
+pub(crate) fn emit(report: &Report, out: &Output) -> anyhow::Result<()> {
     let text = if out.json {
         serde_json::to_string_pretty(report)? + "\n"
     } else {

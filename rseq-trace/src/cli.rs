@@ -14,7 +14,7 @@ use rseq_trace::live::SortBy;
     args_conflicts_with_subcommands = true,
     subcommand_negates_reqs = true
 )]
-pub struct Cli {
+pub(crate) struct Cli {
     #[command(subcommand)]
     pub command: Option<Command>,
 
@@ -30,7 +30,7 @@ pub struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
-pub enum Command {
+pub(crate) enum Command {
     /// List the critical sections of an ELF file or of every object a process maps, with the
     /// probe points rseq-trace would use (or why it refuses a section).
     List(ListArgs),
@@ -52,7 +52,7 @@ pub enum Command {
 /// What to trace (at least one).
 #[derive(Debug, Args)]
 #[group(required = true, multiple = true)]
-pub struct Targets {
+pub(crate) struct Targets {
     /// A running process (repeatable): every object it maps with tables, now and later.
     #[arg(long = "pid", value_name = "PID")]
     pub pids: Vec<u32>,
@@ -65,7 +65,7 @@ pub struct Targets {
 
 /// How and when to report.
 #[derive(Debug, Args)]
-pub struct Output {
+pub(crate) struct Output {
     /// Stop after this many seconds (default: when the traced processes exit, or on Ctrl-C /
     /// SIGTERM; system-wide tracing runs until stopped).
     #[arg(long, value_parser = parse_seconds)]
@@ -139,7 +139,7 @@ impl From<ModeArg> for rseq_common::mode::Mode {
 }
 
 #[derive(Debug, Args)]
-pub struct ListArgs {
+pub(crate) struct ListArgs {
     /// An executable or shared library.
     #[arg(required_unless_present = "pid", conflicts_with = "pid")]
     pub file: Option<PathBuf>,
@@ -154,7 +154,7 @@ pub struct ListArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RunArgs {
+pub(crate) struct RunArgs {
     #[command(flatten)]
     pub output: Output,
 

@@ -13,7 +13,7 @@ use crate::sections::{
 
 /// A loaded sections library. It is never unloaded: the workers run its code and the
 /// report holds its addresses until the process exits.
-pub struct Library {
+pub(crate) struct Library {
     /// Its three section functions and its descriptor query.
     pub fns: SectionFns,
     /// Its descriptors at their run-time addresses (inside the library's mapping).
@@ -58,7 +58,7 @@ fn dl_addr(addr: usize) -> Option<(usize, String, Option<String>)> {
 
 /// Loads the library at `path` and checks its tables (inside the library, against its
 /// own table bounds). Every failure is one line naming the path.
-pub fn load(path: &Path) -> Result<Library, String> {
+pub(crate) fn load(path: &Path) -> Result<Library, String> {
     let shown = path.display();
     // A path with a `/` is opened by its canonical name, so `sections_from` matches
     // `/proc/PID/maps`; a bare name goes through the loader's search path.

@@ -24,13 +24,13 @@ use std::time::{Duration, Instant};
 /// `sched_setaffinity` only under the same lock, so it never targets a thread that has
 /// exited. (Unlike tgkill, `sched_setaffinity` does not check the thread group: the tid
 /// of an exited worker could by then name a thread of another process.)
-pub struct Movable {
+pub(crate) struct Movable {
     tids: Mutex<Vec<libc::pid_t>>,
 }
 
 impl Movable {
     /// Room for `n` workers, none registered.
-    pub fn new(n: usize) -> Self {
+    pub(crate) fn new(n: usize) -> Self {
         Movable {
             tids: Mutex::new(vec![0; n]),
         }
@@ -42,7 +42,7 @@ impl Movable {
 
     /// Makes worker `index` (the calling thread, `tid`) movable until the returned guard
     /// is dropped, which the worker does before its thread exits.
-    pub fn register(&self, index: usize, tid: libc::pid_t) -> Registered<'_> {
+    pub(crate) fn register(&self, index: usize, tid: libc::pid_t) -> Registered<'_> {
         if let Some(t) = self.lock().get_mut(index) {
             *t = tid;
         }
@@ -55,7 +55,7 @@ impl Movable {
 
 /// A worker's registration in [`Movable`]; dropping it removes the worker (on every way
 /// out of the worker, including an error or a panic).
-pub struct Registered<'a> {
+pub(crate) struct Registered<'a> {
     movable: &'a Movable,
     index: usize,
 }
@@ -70,7 +70,7 @@ impl Drop for Registered<'_> {
 
 /// The controller: its period, the CPUs it moves workers between, and the flag that
 /// ends it once the workers have been joined.
-pub struct Controller {
+pub(crate) struct Controller {
     period: Duration,
     cpus: Vec<usize>,
     done: Mutex<bool>,
@@ -81,7 +81,7 @@ impl Controller {
     /// A controller moving workers every `period_ms` ms between the CPUs the calling
     /// thread may run on (the main thread, before any worker exists: the workers inherit
     /// its mask). Fails, in one line, with fewer than two such CPUs.
-    pub fn new(period_ms: u64) -> Result<Self, String> {
+    pub(crate) fn new(period_ms: u64) -> Result<Self, String> {
         let cpus = allowed_cpus()?;
         if cpus.len() < 2 {
             return Err(format!(
@@ -110,7 +110,7 @@ impl Controller {
 
     /// Moves every registered worker each period until [`Controller::finish`]; returns
     /// the number of `sched_setaffinity` calls that succeeded.
-    pub fn run(&self, movable: &Movable) -> u64 {
+    pub(crate) fn run(&self, movable: &Movable) -> u64 {
         let mut requested = 0u64;
         let mut next = Instant::now().checked_add(self.period);
         for round in 0usize.. {
@@ -155,7 +155,7 @@ impl Controller {
     }
 
     /// Ends [`Controller::run`] at its next wake-up, which this causes at once.
-    pub fn finish(&self) {
+    pub(crate) fn finish(&self) {
         *self.done.lock().unwrap_or_else(PoisonError::into_inner) = true;
         self.wake.notify_all();
     }

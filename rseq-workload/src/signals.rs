@@ -38,7 +38,7 @@ extern "C" fn on_sigusr1(_sig: libc::c_int, _info: *mut libc::siginfo_t, uc: *mu
 
 /// Call before each section attempt, so [`signal_restarts`] counts each attempt once.
 #[inline]
-pub fn next_attempt() {
+pub(crate) fn next_attempt() {
     ATTEMPT.with(|a| a.set(a.get().wrapping_add(1)));
 }
 
@@ -82,7 +82,7 @@ fn install(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) -> Result<(), 
 }
 
 /// Installs the SIGUSR1 handler (counts, SA_RESTART). Must run before workers start.
-pub fn install_sigusr1_counter() -> Result<(), String> {
+pub(crate) fn install_sigusr1_counter() -> Result<(), String> {
     // SAFETY: as in `install`; the handler only touches atomics.
     let rc = unsafe {
         let mut sa: libc::sigaction = std::mem::zeroed();
@@ -103,7 +103,7 @@ pub fn install_sigusr1_counter() -> Result<(), String> {
 /// The sections' abort handlers, so the SIGUSR1 handler can tell a signal that restarted a
 /// section: the kernel moves the pc to abort_ip before it builds the signal frame, so the
 /// handler sees abort_ip as the interrupted pc. Must run before workers start.
-pub fn watch_abort_ips(ips: impl IntoIterator<Item = u64>) {
+pub(crate) fn watch_abort_ips(ips: impl IntoIterator<Item = u64>) {
     for (slot, ip) in ABORT_IPS.iter().zip(ips) {
         slot.store(ip, Ordering::Relaxed);
     }
@@ -111,12 +111,12 @@ pub fn watch_abort_ips(ips: impl IntoIterator<Item = u64>) {
 
 /// SIGUSR1 handled with the interrupted pc at a section's abort_ip: the sections the kernel
 /// restarted because of a signal, as the program itself sees them.
-pub fn signal_restarts() -> u64 {
+pub(crate) fn signal_restarts() -> u64 {
     SIGNAL_RESTARTS.load(Ordering::Relaxed)
 }
 
 /// Makes SIGINT and SIGTERM request a clean stop (report still printed).
-pub fn install_stop_handlers() -> Result<(), String> {
+pub(crate) fn install_stop_handlers() -> Result<(), String> {
     install(libc::SIGINT, on_stop)?;
     install(libc::SIGTERM, on_stop)
 }
@@ -133,7 +133,7 @@ fn sigusr2_set() -> libc::sigset_t {
 
 /// Blocks SIGUSR2 in the calling thread, and so in every thread it creates later,
 /// so the gate signal is only ever consumed by `sigwait` and never kills us.
-pub fn block_sigusr2() -> Result<(), String> {
+pub(crate) fn block_sigusr2() -> Result<(), String> {
     let set = sigusr2_set();
     // SAFETY: valid set, old mask not requested.
     let rc = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
@@ -148,7 +148,7 @@ pub fn block_sigusr2() -> Result<(), String> {
 
 /// Prints `READY <pid>` on stderr and waits for SIGUSR2 (which must be blocked), so a
 /// tracer can attach before any critical section runs.
-pub fn wait_for_gate() -> Result<(), String> {
+pub(crate) fn wait_for_gate() -> Result<(), String> {
     let mut err = std::io::stderr().lock();
     writeln!(err, "READY {}", std::process::id())
         .and_then(|()| err.flush())
@@ -172,29 +172,29 @@ pub fn wait_for_gate() -> Result<(), String> {
 }
 
 /// SIGUSR1 handled so far, in all threads.
-pub fn signals_received() -> u64 {
+pub(crate) fn signals_received() -> u64 {
     SIGNALS_RECEIVED.load(Ordering::Relaxed)
 }
 
 /// Whether the run should end now (SIGINT/SIGTERM, `--duration` elapsed, or a worker
 /// failed).
-pub fn stop_requested() -> bool {
+pub(crate) fn stop_requested() -> bool {
     STOP.load(Ordering::Relaxed)
 }
 
 /// Asks every worker to finish its current iteration and return.
-pub fn request_stop() {
+pub(crate) fn request_stop() {
     STOP.store(true, Ordering::Relaxed);
 }
 
 /// The calling thread's kernel tid.
-pub fn gettid() -> libc::pid_t {
+pub(crate) fn gettid() -> libc::pid_t {
     // SAFETY: gettid has no preconditions.
     unsafe { libc::gettid() }
 }
 
 /// Sends SIGUSR1 to thread `tid` of this process; false if it no longer exists.
-pub fn send_sigusr1(tid: libc::pid_t) -> bool {
+pub(crate) fn send_sigusr1(tid: libc::pid_t) -> bool {
     // SAFETY: tgkill with our own tgid only reaches threads of this process.
     let rc = unsafe { libc::syscall(libc::SYS_tgkill, libc::getpid(), tid, libc::SIGUSR1) };
     rc == 0
@@ -205,7 +205,7 @@ pub fn send_sigusr1(tid: libc::pid_t) -> bool {
 /// (per iteration), the rate does not follow the program's speed, so the share of attempts a
 /// signal aborts (signal rate x time inside a section) is the same however much slower probes
 /// outside the sections make each iteration: the baseline for probe-made aborts.
-pub fn send_periodically(tids: &[AtomicI32], period: Duration, done: &AtomicBool) -> u64 {
+pub(crate) fn send_periodically(tids: &[AtomicI32], period: Duration, done: &AtomicBool) -> u64 {
     let (mut sent, mut next) = (0, Instant::now());
     for i in 0.. {
         if done.load(Ordering::Relaxed) || stop_requested() || tids.is_empty() {

@@ -12,7 +12,7 @@ const SYS_RSEQ_SLICE_YIELD: libc::c_long = 471;
 
 /// Turns the extension on for the calling thread (its rseq area must be registered, and
 /// longer than 32 bytes).
-pub fn enable() -> Result<(), String> {
+pub(crate) fn enable() -> Result<(), String> {
     // SAFETY: prctl with integer arguments only.
     let rc = unsafe {
         libc::prctl(
@@ -35,7 +35,7 @@ pub fn enable() -> Result<(), String> {
 }
 
 /// Gives the CPU back after a grant.
-pub fn yield_now() {
+pub(crate) fn yield_now() {
     // SAFETY: a system call without arguments.
     unsafe { libc::syscall(SYS_RSEQ_SLICE_YIELD) };
 }

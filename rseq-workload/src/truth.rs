@@ -10,7 +10,7 @@ use crate::sections::{Outcome, RuntimeDescriptor, Section};
 
 /// Counts for one section in one thread (or merged over threads).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SectionTruth {
+pub(crate) struct SectionTruth {
     /// Calls into the section function.
     pub entries: u64,
     /// Calls that ran the commit store.
@@ -65,7 +65,7 @@ impl SectionTruth {
 
 /// Everything one worker counted (or the merge of all workers).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Truth {
+pub(crate) struct Truth {
     /// Indexed by `Section as usize`.
     pub sections: [SectionTruth; 3],
     /// Wrapping sum of the items whose push committed.
@@ -82,7 +82,7 @@ pub struct Truth {
 
 impl Truth {
     /// Empty counts for `ncpus` CPUs.
-    pub fn new(ncpus: usize) -> Self {
+    pub(crate) fn new(ncpus: usize) -> Self {
         Truth {
             sections: [
                 SectionTruth::new(ncpus),
@@ -98,17 +98,17 @@ impl Truth {
     }
 
     /// Records one call into `section` for `cpu`.
-    pub fn record(&mut self, section: Section, cpu: u32, outcome: Outcome) {
+    pub(crate) fn record(&mut self, section: Section, cpu: u32, outcome: Outcome) {
         self.sections[section as usize].record(cpu, outcome);
     }
 
     /// Counts for one section.
-    pub fn section(&self, section: Section) -> &SectionTruth {
+    pub(crate) fn section(&self, section: Section) -> &SectionTruth {
         &self.sections[section as usize]
     }
 
     /// Adds another thread's counts to these.
-    pub fn merge(&mut self, other: &Truth) {
+    pub(crate) fn merge(&mut self, other: &Truth) {
         for (a, b) in self.sections.iter_mut().zip(&other.sections) {
             a.merge(b);
         }
@@ -124,7 +124,7 @@ impl Truth {
 /// one line each. Empty means the sections never lost or duplicated an update.
 ///
 /// `stacks[cpu]` is `None` when that stack's `len` is out of range.
-pub fn check_invariants(
+pub(crate) fn check_invariants(
     truth: &Truth,
     counters: &[u64],
     stacks: &[Option<Vec<u64>>],
@@ -180,7 +180,7 @@ pub fn check_invariants(
 
 /// One section in the report.
 #[derive(Serialize)]
-pub struct SectionReport {
+pub(crate) struct SectionReport {
     function: &'static str,
     entries: u64,
     commits: u64,
@@ -211,7 +211,7 @@ impl SectionReport {
 
 /// The three sections, in a fixed order.
 #[derive(Serialize)]
-pub struct SectionsReport {
+pub(crate) struct SectionsReport {
     counter_add: SectionReport,
     list_push: SectionReport,
     list_pop: SectionReport,
@@ -219,7 +219,7 @@ pub struct SectionsReport {
 
 /// The one JSON object printed on stdout at exit.
 #[derive(Serialize)]
-pub struct Report {
+pub(crate) struct Report {
     /// Process id (what a tracer attaches to).
     pub pid: u32,
     /// Worker threads.
@@ -263,7 +263,7 @@ pub struct Report {
 
 impl SectionsReport {
     /// Builds the per-section part of the report from merged truth.
-    pub fn new(truth: &Truth) -> Self {
+    pub(crate) fn new(truth: &Truth) -> Self {
         SectionsReport {
             counter_add: SectionReport::new(
                 Section::CounterAdd,

@@ -16,7 +16,7 @@ use crate::truth::Truth;
 
 /// What every worker does, from the command line.
 #[derive(Clone, Copy, Debug)]
-pub struct Plan {
+pub(crate) struct Plan {
     /// Number of workers.
     pub threads: usize,
     /// Iterations per worker, or `None` to run until stopped (`--duration`).
@@ -46,7 +46,7 @@ pub struct Plan {
 /// registration failure stops the run before any section runs and signals always have
 /// a target.
 #[derive(Default)]
-pub struct StartLine {
+pub(crate) struct StartLine {
     state: Mutex<StartState>,
     cv: Condvar,
 }
@@ -75,7 +75,7 @@ impl StartLine {
     }
 
     /// Waits until `n` workers arrived; returns how many failed to attach.
-    pub fn wait_arrivals(&self, n: usize) -> usize {
+    pub(crate) fn wait_arrivals(&self, n: usize) -> usize {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         while st.arrived < n {
             st = self.cv.wait(st).unwrap_or_else(PoisonError::into_inner);
@@ -84,7 +84,7 @@ impl StartLine {
     }
 
     /// Lets the workers run (`true`) or return at once (`false`).
-    pub fn release(&self, go: bool) {
+    pub(crate) fn release(&self, go: bool) {
         let mut st = self.state.lock().unwrap_or_else(PoisonError::into_inner);
         st.go = Some(go);
         self.cv.notify_all();
@@ -92,7 +92,7 @@ impl StartLine {
 }
 
 /// State shared by all workers.
-pub struct Shared<'a> {
+pub(crate) struct Shared<'a> {
     /// The per-CPU data the sections update.
     pub percpu: &'a PerCpu,
     /// Kernel tid of each worker, for tgkill.
@@ -107,7 +107,7 @@ pub struct Shared<'a> {
 
 impl<'a> Shared<'a> {
     /// Shared state for `plan.threads` workers.
-    pub fn new(percpu: &'a PerCpu, plan: Plan) -> Self {
+    pub(crate) fn new(percpu: &'a PerCpu, plan: Plan) -> Self {
         Shared {
             percpu,
             tids: (0..plan.threads).map(|_| AtomicI32::new(0)).collect(),
@@ -139,7 +139,7 @@ fn maybe_yield(yes: bool) {
 }
 
 /// Body of worker `index`: returns what it counted, or why it could not run.
-pub fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
+pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
     let plan = shared.plan;
     let rseq = ThreadRseq::attach(plan.registration).and_then(|r| {
         if plan.slice_extension {

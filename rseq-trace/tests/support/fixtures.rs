@@ -21,13 +21,13 @@ use std::{
 /// binary's `__rseq_exit_point_array` records them. A function with two sections (two inlined
 /// call sites) appears twice.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Expected {
+pub(crate) struct Expected {
     pub function: &'static str,
     pub exits: usize,
 }
 
 #[derive(Debug, Clone)]
-pub struct Fixture {
+pub(crate) struct Fixture {
     /// `<format>-<arch>-<linker>-<kind>[-relr]`, e.g. "librseq-x86_64-gnu-pie".
     pub name: String,
     pub path: PathBuf,
@@ -48,7 +48,7 @@ pub struct Fixture {
 }
 
 /// Where lld is looked for (`ld.lld`), and the Debian package that installs it.
-pub const LLD_DIR: &str = "/usr/lib/llvm-22/bin";
+pub(crate) const LLD_DIR: &str = "/usr/lib/llvm-22/bin";
 const LLD_PACKAGE: &str = "lld-22";
 
 fn sources_dir() -> PathBuf {
@@ -251,7 +251,7 @@ fn build(v: &Variant, dir: &Path) -> Fixture {
 
 /// Builds every fixture once per test process into a directory under the target dir, and
 /// returns them. Panics naming the missing tool and the Debian package that provides it.
-pub fn all() -> &'static [Fixture] {
+pub(crate) fn all() -> &'static [Fixture] {
     static FIXTURES: OnceLock<Vec<Fixture>> = OnceLock::new();
     FIXTURES.get_or_init(|| {
         let variants = variants();
@@ -287,7 +287,7 @@ pub fn all() -> &'static [Fixture] {
 /// a delay loop inside every section, signals from a thread of its own, and its own count of
 /// every section's attempts, aborts and cancels on stdout. Not in [`all`]: it is a program to
 /// trace, not a table format.
-pub fn librseq_param() -> &'static Fixture {
+pub(crate) fn librseq_param() -> &'static Fixture {
     static PARAM: OnceLock<Fixture> = OnceLock::new();
     PARAM.get_or_init(|| {
         check_tool("gcc", "gcc");
@@ -305,7 +305,7 @@ pub fn librseq_param() -> &'static Fixture {
 }
 
 /// The fixture named `name` (see [`Fixture::name`]).
-pub fn get(name: &str) -> &'static Fixture {
+pub(crate) fn get(name: &str) -> &'static Fixture {
     all()
         .iter()
         .find(|f| f.name == name)

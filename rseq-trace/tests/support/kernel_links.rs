@@ -12,7 +12,7 @@ const BPF_LINK_TYPE_UPROBE_MULTI: u32 = 12;
 
 /// One uprobe as the kernel reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Uprobe {
+pub(crate) struct Uprobe {
     pub file: String,
     pub offset: u64,
     pub cookie: u64,
@@ -38,7 +38,7 @@ fn bpf(cmd: i64, attr: &mut [u64; 16]) -> io::Result<i64> {
 }
 
 /// Every uprobe link currently in the kernel.
-pub fn uprobes() -> Vec<Uprobe> {
+pub(crate) fn uprobes() -> Vec<Uprobe> {
     let mut found = Vec::new();
     let mut id = 0u32;
     loop {

@@ -2,9 +2,9 @@
 //! rseq-trace binary against it, and read what the kernel itself says is attached.
 #![allow(dead_code)]
 
-pub mod fixtures;
-pub mod kernel_links;
-pub mod prometheus;
+pub(crate) mod fixtures;
+pub(crate) mod kernel_links;
+pub(crate) mod prometheus;
 
 use std::{
     io::{BufRead, BufReader, Read},
@@ -20,12 +20,12 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 /// The rseq-trace binary cargo built for these tests.
-pub fn trace_bin() -> PathBuf {
+pub(crate) fn trace_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_rseq-trace"))
 }
 
 /// The rseq-workload binary, built beside rseq-trace (`cargo build` builds both).
-pub fn workload_bin() -> PathBuf {
+pub(crate) fn workload_bin() -> PathBuf {
     let bin = trace_bin().with_file_name("rseq-workload");
     assert!(
         bin.exists(),
@@ -36,13 +36,13 @@ pub fn workload_bin() -> PathBuf {
 }
 
 /// Reads a child's stderr on a thread, handing over lines, so a test can wait for one.
-pub struct Lines {
+pub(crate) struct Lines {
     rx: mpsc::Receiver<String>,
     pub seen: Vec<String>,
 }
 
 impl Lines {
-    pub fn new(r: impl Read + Send + 'static) -> Self {
+    pub(crate) fn new(r: impl Read + Send + 'static) -> Self {
         let (tx, rx) = mpsc::channel();
         thread::spawn(move || {
             for line in BufReader::new(r).lines().map_while(Result::ok) {
@@ -55,7 +55,7 @@ impl Lines {
     }
 
     /// Waits (at most 60 s) for a line containing `needle` and returns it.
-    pub fn wait_for(&mut self, needle: &str) -> String {
+    pub(crate) fn wait_for(&mut self, needle: &str) -> String {
         loop {
             match self.rx.recv_timeout(Duration::from_secs(60)) {
                 Ok(line) => {
@@ -70,21 +70,21 @@ impl Lines {
     }
 
     /// Everything else the child wrote, once it has exited.
-    pub fn rest(mut self) -> Vec<String> {
+    pub(crate) fn rest(mut self) -> Vec<String> {
         self.seen.extend(self.rx.iter());
         self.seen
     }
 }
 
 /// The workload, started with `--gate`: it has done nothing yet.
-pub struct Workload {
+pub(crate) struct Workload {
     pub child: Child,
     pub pid: u32,
     pub stderr: Lines,
 }
 
 impl Workload {
-    pub fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
+    pub(crate) fn start(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(workload_bin())
             .arg("--gate")
             .args(args)
@@ -101,30 +101,30 @@ impl Workload {
     }
 
     /// Opens the gate.
-    pub fn release(&self) {
+    pub(crate) fn release(&self) {
         // SAFETY: kill with a valid signal number.
         assert_eq!(unsafe { libc::kill(self.pid as i32, libc::SIGUSR2) }, 0);
     }
 
     /// Waits for the exit and returns the ground-truth JSON; panics if the workload failed.
-    pub fn finish(self) -> Value {
+    pub(crate) fn finish(self) -> Value {
         finish_json(self.child, self.stderr, "rseq-workload")
     }
 }
 
 /// A running `rseq-trace --pid PID --json`, attached (its "attached" line was seen).
-pub struct Tracer {
+pub(crate) struct Tracer {
     pub child: Child,
     pub stderr: Lines,
 }
 
 impl Tracer {
-    pub fn attach(pid: u32, extra: &[&str]) -> Self {
+    pub(crate) fn attach(pid: u32, extra: &[&str]) -> Self {
         Self::attach_many(&[pid], extra)
     }
 
     /// One rseq-trace following several processes.
-    pub fn attach_many(pids: &[u32], extra: &[&str]) -> Self {
+    pub(crate) fn attach_many(pids: &[u32], extra: &[&str]) -> Self {
         require_root();
         let mut child = Command::new(trace_bin())
             .args(
@@ -144,14 +144,14 @@ impl Tracer {
     }
 
     /// Waits for rseq-trace to exit and returns its JSON summary.
-    pub fn finish(self) -> Value {
+    pub(crate) fn finish(self) -> Value {
         finish_json(self.child, self.stderr, "rseq-trace")
     }
 }
 
 /// `--mode exact` unless `args` choose a mode: the tests compare every count with ground truth,
 /// and the production default (`aborts`) counts no entries.
-pub fn exact_unless_given(args: &[&str]) -> &'static [&'static str] {
+pub(crate) fn exact_unless_given(args: &[&str]) -> &'static [&'static str] {
     if args.contains(&"--mode") {
         &[]
     } else {
@@ -161,7 +161,7 @@ pub fn exact_unless_given(args: &[&str]) -> &'static [&'static str] {
 
 /// `rseq-trace run --json --output FILE OPTIONS -- ARGS` (`--mode exact` unless OPTIONS choose a
 /// mode): (the command's stdout JSON, rseq-trace's summary).
-pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
+pub(crate) fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
     require_root();
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let summary = std::env::temp_dir().join(format!(
@@ -184,7 +184,7 @@ pub fn run_traced(options: &[&str], args: &[String]) -> (Value, Value) {
 
 /// `rseq-trace run --mode aborts --interval 0.5 -- rseq-workload ARGS` with stdout not a
 /// terminal: the plain-text live view and the summary table, once the workload exited.
-pub fn live_view_text(args: &[&str]) -> String {
+pub(crate) fn live_view_text(args: &[&str]) -> String {
     require_root();
     let mut cmd = Command::new(trace_bin());
     cmd.args(["run", "--mode", "aborts", "--interval", "0.5", "--"])
@@ -205,7 +205,7 @@ fn succeeded(cmd: &mut Command) -> std::process::Output {
 }
 
 /// The workload and its arguments, as [`run_traced`] takes a command.
-pub fn workload_command(args: &[&str]) -> Vec<String> {
+pub(crate) fn workload_command(args: &[&str]) -> Vec<String> {
     std::iter::once(workload_bin().display().to_string())
         .chain(args.iter().map(|a| a.to_string()))
         .collect()
@@ -233,12 +233,12 @@ fn finish_json(mut child: Child, stderr: Lines, what: &str) -> Value {
 /// between reading the CPU and entering (CPU-mismatch aborts), deliberate CPU mismatches (aborts
 /// whatever the timing), signals (kernel restarts) and
 /// bursts past the stack capacity (cancels).
-pub fn provoking(threads: &'static str, iterations: &'static str) -> Vec<&'static str> {
+pub(crate) fn provoking(threads: &'static str, iterations: &'static str) -> Vec<&'static str> {
     provoking_for(threads, "--iterations", iterations)
 }
 
 /// [`provoking`] with another run length: `--iterations N` or `--duration SECS`.
-pub fn provoking_for(
+pub(crate) fn provoking_for(
     threads: &'static str,
     limit: &'static str,
     value: &'static str,
@@ -261,7 +261,7 @@ pub fn provoking_for(
 }
 
 /// Runs rseq-trace with `args` to completion: (exit code, stdout, stderr).
-pub fn run_trace(args: &[&str]) -> (i32, String, String) {
+pub(crate) fn run_trace(args: &[&str]) -> (i32, String, String) {
     let out = Command::new(trace_bin()).args(args).output().unwrap();
     (
         out.status.code().unwrap_or(-1),
@@ -272,7 +272,7 @@ pub fn run_trace(args: &[&str]) -> (i32, String, String) {
 
 /// Fails the test at once, saying how to run it, unless it runs as root: every kernel test
 /// loads eBPF programs and attaches uprobes.
-pub fn require_root() {
+pub(crate) fn require_root() {
     assert!(
         is_root(),
         "this test loads eBPF programs and attaches uprobes: run it as root \
@@ -281,18 +281,18 @@ pub fn require_root() {
 }
 
 /// Whether the test runs as root; the tests that load eBPF need it.
-pub fn is_root() -> bool {
+pub(crate) fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
     unsafe { libc::geteuid() == 0 }
 }
 
-pub fn count(v: &Value, key: &str) -> u64 {
+pub(crate) fn count(v: &Value, key: &str) -> u64 {
     v[key].as_u64().unwrap_or_else(|| panic!("no {key} in {v}"))
 }
 
 /// Compares every section's counts, in total and per CPU, and returns the totals of aborts and
 /// cancels so the caller can check that the run provoked them.
-pub fn assert_exact(truth: &Value, traced: &Value) -> (u64, u64) {
+pub(crate) fn assert_exact(truth: &Value, traced: &Value) -> (u64, u64) {
     // The sections of the file the workload ran them from: its executable or a library.
     let object = match truth["sections_from"].as_str() {
         Some(lib) if lib != "executable" => lib.to_owned(),
@@ -364,7 +364,7 @@ pub fn assert_exact(truth: &Value, traced: &Value) -> (u64, u64) {
 
 /// Compares one process's per-key counts in a multi-process summary with that process's own
 /// ground truth (every workload key holds one section).
-pub fn assert_process_exact(truth: &Value, traced: &Value) {
+pub(crate) fn assert_process_exact(truth: &Value, traced: &Value) {
     let pid = truth["pid"].as_u64().unwrap();
     let process = traced["processes"]
         .as_array()
@@ -394,11 +394,8 @@ pub fn assert_process_exact(truth: &Value, traced: &Value) {
 }
 
 /// Sends `signal` to `pid`.
-pub fn kill(pid: u32, signal: i32) {
-    // SAFETY: kill with a valid signal number.
-    assert_eq!(
-        unsafe { libc::kill(pid as i32, signal) },
-        0,
-        "kill({pid}, {signal})"
-    );
+pub(crate) fn kill(pid: u32, signal: i32) {
+    // SAFETY: kill takes any pid and signal number and touches no memory of ours.
+    let rc = unsafe { libc::kill(pid as i32, signal) };
+    assert_eq!(rc, 0, "kill({pid}, {signal})");
 }

@@ -13,14 +13,14 @@ use std::{
 
 use serde_json::Value;
 
-pub struct Prometheus {
+pub(crate) struct Prometheus {
     child: Child,
     pub addr: String,
     dir: PathBuf,
 }
 
 /// A free loopback port (bound, then released for the server to take).
-pub fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -30,7 +30,7 @@ pub fn free_port() -> u16 {
 
 impl Prometheus {
     /// Starts Prometheus scraping `target` every second as job `rseq-trace`, with `rules`.
-    pub fn start(target: &str, rules: &str) -> Self {
+    pub(crate) fn start(target: &str, rules: &str) -> Self {
         let dir = std::env::temp_dir().join(format!("rseq-trace-prom-{}", std::process::id()));
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
@@ -66,12 +66,12 @@ impl Prometheus {
         p
     }
 
-    pub fn log(&self) -> String {
+    pub(crate) fn log(&self) -> String {
         fs::read_to_string(self.dir.join("log")).unwrap_or_default()
     }
 
     /// Runs an instant query; returns the `data.result` array.
-    pub fn query(&self, promql: &str) -> Vec<Value> {
+    pub(crate) fn query(&self, promql: &str) -> Vec<Value> {
         let path = format!("/api/v1/query?query={}", url_encode(promql));
         let (code, body) = http_get(&self.addr, &path).expect("query Prometheus");
         let v: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{e}: {body}"));
@@ -81,7 +81,7 @@ impl Prometheus {
     }
 
     /// Waits until `promql` returns data.
-    pub fn wait_for(&self, promql: &str, timeout: Duration) {
+    pub(crate) fn wait_for(&self, promql: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
         while self.query(promql).is_empty() {
             assert!(
@@ -103,7 +103,7 @@ impl Drop for Prometheus {
 }
 
 /// A plain HTTP/1.1 GET: (status code, body).
-pub fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
+pub(crate) fn http_get(addr: &str, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(addr).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(10))).ok()?;
     write!(
