@@ -14,7 +14,7 @@ use rseq_trace::{
     live::{self, Rates, Series},
     metrics::{Exporter, ProcessLabels},
     report::Report,
-    sampling, serve,
+    sampling, serve, tui,
 };
 use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{signal, SignalKind};
@@ -58,18 +58,18 @@ pub(crate) async fn run(
     let started = Instant::now();
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
-    let stdout_tty = std::io::stdout().is_terminal();
     let live = !out.json && !out.quiet;
+    // On a terminal the live view owns it until this function returns, however it returns.
+    let mut screen = if live && std::io::stdout().is_terminal() {
+        Some(tui::Screen::new().context("cannot set up the terminal for the live view")?)
+    } else {
+        None
+    };
     let mut rates = Rates::new(out.window);
     let mut poll = tokio::time::interval(POLL);
     let mut last_draw = Instant::now();
     let deadline = out.duration.map(|d| started + d);
     let mut sort = out.sort;
-    let mut keys = if live && stdout_tty {
-        Some(live::Keys::new())
-    } else {
-        None
-    };
     loop {
         tokio::select! {
             _ = poll.tick() => {}
@@ -79,19 +79,28 @@ pub(crate) async fn run(
         let mut engine = lock()?;
         engine.refresh().context("following the targets failed")?;
         engine.poll_gap.pass(Instant::now());
-        let resort = keys.as_mut().and_then(|k| k.sort_change());
-        if let Some(s) = resort {
+        let input = screen.as_mut().map(tui::Screen::input).unwrap_or_default();
+        if input.quit {
+            info!("quit from the live view");
+            break;
+        }
+        if let Some(s) = input.sort {
             sort = s;
         }
-        if live && (resort.is_some() || last_draw.elapsed() >= out.interval) {
+        if live && (input.sort.is_some() || last_draw.elapsed() >= out.interval) {
             last_draw = Instant::now();
             let snapshot = engine.snapshot()?;
             let report = Report::new(&engine, &snapshot, started.elapsed());
             rates.push(last_draw, Series::of(&report));
-            let text = live::render(&report, &rates, sort, out.window, stdout_tty);
-            let mut stdout = std::io::stdout().lock();
-            let _ = stdout.write_all(text.as_bytes());
-            let _ = stdout.flush();
+            match screen.as_mut() {
+                Some(s) => s.draw(&report, &rates, sort, out.window)?,
+                None => {
+                    let text = live::render(&report, &rates, sort, out.window);
+                    let mut stdout = std::io::stdout().lock();
+                    let _ = stdout.write_all(text.as_bytes());
+                    let _ = stdout.flush();
+                }
+            }
         }
         if engine.done() {
             info!("the traced processes exited");
@@ -101,6 +110,7 @@ pub(crate) async fn run(
             break;
         }
     }
+    drop(screen);
     let mut engine = lock()?;
     let gap = engine.poll_gap;
     info!(

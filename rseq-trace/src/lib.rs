@@ -28,3 +28,4 @@ pub mod serve;
 pub mod symbolize;
 pub mod table;
 pub mod target;
+pub mod tui;

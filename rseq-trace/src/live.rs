@@ -1,5 +1,6 @@
-//! The live view: per-key rates over the last tick and over a longer window, redrawn every
-//! tick on a terminal, printed as plain text otherwise.
+//! The live view's figures: per-key rates over the last tick and over a longer window, and the
+//! rows, header and why-lines both views show: drawn by `tui` on a terminal, printed as plain
+//! text (here) otherwise.
 
 use std::{
     collections::{BTreeMap, VecDeque},
@@ -99,6 +100,14 @@ impl Rates {
         rate(&self.history[n - 2], &self.history[n - 1], series)
     }
 
+    /// Aborts per second over each tick in the window, oldest first (for a sparkline).
+    pub fn abort_history(&self, series: &Series) -> Vec<f64> {
+        let h: Vec<_> = self.history.iter().collect();
+        h.windows(2)
+            .map(|w| rate(w[0], w[1], series).aborts)
+            .collect()
+    }
+
     /// Rate over the whole window.
     pub fn windowed(&self, series: &Series) -> Rate {
         match (self.history.front(), self.history.back()) {
@@ -134,14 +143,44 @@ fn rate(
     }
 }
 
-/// The live table. `ansi` adds the clear-screen prefix used on a terminal.
-pub fn render(
-    report: &Report,
-    rates: &Rates,
-    sort: SortBy,
-    window: Duration,
-    ansi: bool,
-) -> String {
+/// The columns of the live table, in order (both views).
+pub const COLUMNS: [&str; 7] = [
+    "KEY", "ENTRY/s", "COMMIT/s", "ABORT/s", "ABORT/s*", "CANCEL/s", "ABORT%",
+];
+
+/// One key's row: its name, the [`COLUMNS`] as text, and its aborts per CPU.
+pub struct RowText<'a> {
+    pub key: &'a str,
+    pub cells: Vec<String>,
+    pub by_cpu: String,
+}
+
+/// The sort order a typed key picks.
+pub fn sort_key(c: char) -> Option<SortBy> {
+    match c {
+        'a' => Some(SortBy::Aborts),
+        'e' => Some(SortBy::Entries),
+        'r' => Some(SortBy::Ratio),
+        'k' => Some(SortBy::Key),
+        _ => None,
+    }
+}
+
+/// The first line of both views.
+pub fn header(report: &Report, sort: SortBy, window: Duration) -> String {
+    format!(
+        "rseq-trace ({} mode)  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k, q quits)  (rates: last tick; ABORT/s* and ~estimates over {}s)",
+        report.mode,
+        report.seconds,
+        report.keys.len(),
+        report.processes.len(),
+        sort,
+        window.as_secs()
+    )
+}
+
+/// Every key's row, in `sort` order.
+pub fn sorted_rows<'a>(report: &'a Report, rates: &Rates, sort: SortBy) -> Vec<RowText<'a>> {
     let mut rows: Vec<_> = report
         .keys
         .iter()
@@ -159,63 +198,77 @@ pub fn render(
         }),
         SortBy::Key => rows.sort_by(|a, b| a.0.key.cmp(&b.0.key)),
     }
-    let width = rows.iter().map(|r| r.0.key.len()).max().unwrap_or(3).max(3);
-    let mut out = String::new();
-    if ansi {
-        out.push_str("\x1b[H\x1b[2J");
-    }
-    let _ = writeln!(
-        out,
-        "rseq-trace ({} mode)  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k)  (rates: last tick; ABORT/s* and ~estimates over {}s)",
-        report.mode,
-        report.seconds,
-        report.keys.len(),
-        report.processes.len(),
-        sort,
-        window.as_secs()
-    );
-    let _ = writeln!(
-        out,
-        "{:<width$}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>7}  ABORTS BY CPU",
-        "KEY", "ENTRY/s", "COMMIT/s", "ABORT/s", "ABORT/s*", "CANCEL/s", "ABORT%"
-    );
-    for (k, last, win) in rows {
-        let by_cpu: Vec<String> = k
-            .per_cpu
-            .iter()
-            .filter(|(_, t)| t.aborts > 0)
-            .map(|(cpu, t)| format!("{cpu}:{}", t.aborts))
-            .collect();
-        // Sampled estimates need many windows: shown over the whole window, marked.
-        let (entries, commits) = match win.estimate {
-            // Aborts mode: not counted, so not shown as a rate of 0.
-            _ if k.total.entries_unknown => ("-".into(), "-".into()),
-            None => (
-                format!("{:.0}", last.entries),
-                format!("{:.0}", last.commits),
-            ),
-            Some(u) => (estimated(win.entries, u), estimated(win.commits, u)),
-        };
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:>10}  {:>10}  {:>9.1}  {:>9.1}  {:>9.1}  {:>7}  {}",
-            k.key,
-            entries,
-            commits,
-            last.aborts,
-            win.aborts,
-            last.cancels,
-            report::percent(k.abort_ratio, &k.total),
-            by_cpu.join(" ")
-        );
-    }
-    if report.kernel_restarts_counted {
-        for k in &report.keys {
-            if let Some(line) = why_and_where(k) {
-                let _ = writeln!(out, "{line}");
+    rows.into_iter()
+        .map(|(k, last, win)| {
+            // Sampled estimates need many windows: shown over the whole window, marked.
+            let (entries, commits) = match win.estimate {
+                // Aborts mode: not counted, so not shown as a rate of 0.
+                _ if k.total.entries_unknown => ("-".into(), "-".into()),
+                None => (
+                    format!("{:.0}", last.entries),
+                    format!("{:.0}", last.commits),
+                ),
+                Some(u) => (estimated(win.entries, u), estimated(win.commits, u)),
+            };
+            let by_cpu: Vec<String> = k
+                .per_cpu
+                .iter()
+                .filter(|(_, t)| t.aborts > 0)
+                .map(|(cpu, t)| format!("{cpu}:{}", t.aborts))
+                .collect();
+            RowText {
+                key: &k.key,
+                cells: vec![
+                    k.key.clone(),
+                    entries,
+                    commits,
+                    format!("{:.1}", last.aborts),
+                    format!("{:.1}", win.aborts),
+                    format!("{:.1}", last.cancels),
+                    report::percent(k.abort_ratio, &k.total),
+                ],
+                by_cpu: by_cpu.join(" "),
             }
-        }
+        })
+        .collect()
+}
+
+/// The why-and-where line of every key with aborts (where restarts are counted).
+pub fn why_lines(report: &Report) -> Vec<String> {
+    if !report.kernel_restarts_counted {
+        return Vec::new();
     }
+    report.keys.iter().filter_map(why_and_where).collect()
+}
+
+/// The live view as plain text, for a stdout that is not a terminal.
+pub fn render(report: &Report, rates: &Rates, sort: SortBy, window: Duration) -> String {
+    let rows = sorted_rows(report, rates, sort);
+    let width = rows.iter().map(|r| r.key.len()).max().unwrap_or(3).max(3);
+    let mut out = String::new();
+    let _ = writeln!(out, "{}", header(report, sort, window));
+    let line = |cells: &[&str], by_cpu: &str| {
+        format!(
+            "{:<width$}  {:>10}  {:>10}  {:>9}  {:>9}  {:>9}  {:>7}  {by_cpu}",
+            cells[0], cells[1], cells[2], cells[3], cells[4], cells[5], cells[6]
+        )
+    };
+    let _ = writeln!(out, "{}", line(&COLUMNS, "ABORTS BY CPU"));
+    for row in &rows {
+        let cells: Vec<&str> = row.cells.iter().map(String::as_str).collect();
+        let _ = writeln!(out, "{}", line(&cells, &row.by_cpu));
+    }
+    for l in why_lines(report) {
+        let _ = writeln!(out, "{l}");
+    }
+    for l in footer_lines(report, rates) {
+        let _ = writeln!(out, "{l}");
+    }
+    out
+}
+
+/// Rates per CPU, and per process when there are several.
+fn footer_lines(report: &Report, rates: &Rates) -> Vec<String> {
     // Aborts mode counts no entries: a rate of them is unknown, not 0.
     let unknown = report.mode == "aborts";
     let entry_rate = |entries: f64| {
@@ -237,7 +290,7 @@ pub fn render(
             )
         })
         .collect();
-    let _ = writeln!(out, "{}", per_cpu.join("  |  "));
+    let mut out = vec![per_cpu.join("  |  ")];
     if report.processes.len() > 1 {
         let per_process: Vec<String> = report
             .processes
@@ -253,7 +306,7 @@ pub fn render(
                 )
             })
             .collect();
-        let _ = writeln!(out, "{}", per_process.join("  |  "));
+        out.push(per_process.join("  |  "));
     }
     out
 }
@@ -296,66 +349,6 @@ fn estimated(value: f64, uncertainty: Option<f64>) -> String {
     }
 }
 
-/// Single keys typed at the live view (a terminal in cbreak mode, restored on drop): `a`, `e`,
-/// `r`, `k` pick the sort order.
-pub struct Keys {
-    saved: Option<libc::termios>,
-}
-
-impl Keys {
-    /// Puts stdin in cbreak mode when it is a terminal; otherwise reads nothing.
-    pub fn new() -> Self {
-        use std::io::IsTerminal;
-        if !std::io::stdin().is_terminal() {
-            return Keys { saved: None };
-        }
-        // SAFETY: termios is plain data; tcgetattr fills it for fd 0.
-        let mut t: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: as above.
-        if unsafe { libc::tcgetattr(0, &mut t) } != 0 {
-            return Keys { saved: None };
-        }
-        let saved = t;
-        t.c_lflag &= !(libc::ICANON | libc::ECHO);
-        t.c_cc[libc::VMIN] = 0;
-        t.c_cc[libc::VTIME] = 0;
-        // SAFETY: applying a termios derived from the current one.
-        unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
-        Keys { saved: Some(saved) }
-    }
-
-    /// A new sort order if one of its keys was typed since the last call.
-    pub fn sort_change(&mut self) -> Option<SortBy> {
-        self.saved?;
-        let mut buf = [0u8; 16];
-        // SAFETY: reading into a local buffer; VMIN=0 makes it return at once.
-        let n = unsafe { libc::read(0, buf.as_mut_ptr().cast(), buf.len()) };
-        let n = usize::try_from(n).ok()?;
-        buf[..n].iter().rev().find_map(|b| match b {
-            b'a' => Some(SortBy::Aborts),
-            b'e' => Some(SortBy::Entries),
-            b'r' => Some(SortBy::Ratio),
-            b'k' => Some(SortBy::Key),
-            _ => None,
-        })
-    }
-}
-
-impl Default for Keys {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-impl Drop for Keys {
-    fn drop(&mut self) {
-        if let Some(t) = self.saved {
-            // SAFETY: restoring the terminal state read in `new`.
-            unsafe { libc::tcsetattr(0, libc::TCSANOW, &t) };
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -382,6 +375,7 @@ mod tests {
         assert_eq!(r.windowed(&key).entries, 200.0);
         assert_eq!(r.windowed(&Series::Cpu(1)).aborts, 5.0);
         assert_eq!(r.last(&Series::Process(9)), Rate::default());
+        assert_eq!(r.abort_history(&key), vec![10.0, 0.0]);
         // Samples older than the window are dropped (keeping at least two).
         r.push(t0 + Duration::from_secs(20), totals(2400, 10));
         assert_eq!(r.windowed(&key).entries, 2000.0 / 18.0);
