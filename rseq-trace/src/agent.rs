@@ -25,13 +25,23 @@ use crate::cli::Output;
 /// How often targets are checked for exits and new mappings; the live view redraws less often.
 const POLL: Duration = Duration::from_millis(50);
 
-/// Runs until a stop condition, then returns the final report. `child` is a command started by
-/// `rseq-trace run`: the loop also ends when it exits.
+/// How the agent was started, for what it shows.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Shown {
+    /// `--binary`: metrics label processes by binary.
+    pub(crate) binary_mode: bool,
+    /// `rseq-trace run`: the command writes to the same terminal as the live view.
+    pub(crate) shares_terminal: bool,
+}
+
+/// Runs until a stop condition (the traced processes exited, `--duration`, Ctrl-C, SIGTERM, `q`
+/// in the live view), then returns the final report.
 pub(crate) async fn run(
     shared: &Arc<Mutex<Engine>>,
     out: &Output,
-    binary_mode: bool,
+    shown: Shown,
 ) -> anyhow::Result<Report> {
+    let binary_mode = shown.binary_mode;
     let _server = match out.listen {
         Some(addr) => {
             let labels = if binary_mode {
@@ -61,7 +71,8 @@ pub(crate) async fn run(
     let live = !out.json && !out.quiet;
     // On a terminal the live view owns it until this function returns, however it returns.
     let mut screen = if live && std::io::stdout().is_terminal() {
-        Some(tui::Screen::new().context("cannot set up the terminal for the live view")?)
+        let screen = tui::Screen::new().context("cannot set up the terminal for the live view")?;
+        Some(screen.repainting(shown.shares_terminal))
     } else {
         None
     };

@@ -75,7 +75,11 @@ async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCo
         .chain(targets.binaries.iter().cloned().map(TargetSpec::Binary))
         .collect();
     let engine = Arc::new(Mutex::new(Engine::start(&specs, out.mode.into())?));
-    let report = agent::run(&engine, &out, !targets.binaries.is_empty()).await?;
+    let shown = agent::Shown {
+        binary_mode: !targets.binaries.is_empty(),
+        shares_terminal: false,
+    };
+    let report = agent::run(&engine, &out, shown).await?;
     drop(engine); // detach every probe before printing
     agent::emit(&report, &out)?;
     Ok(ExitCode::SUCCESS)
@@ -103,7 +107,11 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     let engine = Arc::new(Mutex::new(engine));
     child.release()?;
     let waiter = tokio::task::spawn_blocking(move || GatedChild::wait(pid));
-    let report = agent::run(&engine, &args.output, false).await?;
+    let shown = agent::Shown {
+        binary_mode: false,
+        shares_terminal: true,
+    };
+    let report = agent::run(&engine, &args.output, shown).await?;
     drop(engine);
     let status = waiter.await??;
     agent::emit(&report, &args.output)?;

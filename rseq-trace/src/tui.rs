@@ -50,6 +50,8 @@ pub struct Input {
 /// The terminal while the live view owns it.
 pub struct Screen {
     terminal: Terminal<CrosstermBackend<Stdout>>,
+    /// Repaint every cell of every frame: something else writes to the terminal too.
+    repaint: bool,
 }
 
 impl Screen {
@@ -71,12 +73,22 @@ impl Screen {
             return Err(e);
         }
         match Terminal::new(CrosstermBackend::new(stdout)) {
-            Ok(terminal) => Ok(Screen { terminal }),
+            Ok(terminal) => Ok(Screen {
+                terminal,
+                repaint: false,
+            }),
             Err(e) => {
                 restore();
                 Err(e)
             }
         }
+    }
+
+    /// Repaints every frame whole when `shared`: the command `rseq-trace run` started writes to
+    /// the same terminal, and ratatui only redraws the cells it changed.
+    pub fn repainting(mut self, shared: bool) -> Screen {
+        self.repaint = shared;
+        self
     }
 
     /// Keys typed since the last call (never waits).
@@ -113,6 +125,9 @@ impl Screen {
             .into_iter()
             .map(Line::from)
             .collect();
+        if self.repaint {
+            self.terminal.clear()?;
+        }
         self.terminal.draw(|f| {
             // The table as tall as its keys (and a border and a header), the rest below it.
             let rows = report.keys.len() as u16 + 3;
