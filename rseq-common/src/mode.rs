@@ -19,6 +19,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The mode's name, as the command line and the JSON spell it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Mode::Exact => "exact",
+            Mode::Aborts => "aborts",
+            Mode::Sampled => "sampled",
+        }
+    }
+
     #[inline(always)]
     pub const fn from_u8(v: u8) -> Mode {
         match v {

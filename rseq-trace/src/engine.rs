@@ -53,7 +53,7 @@ pub struct Section {
     /// The marker key, or the name when no marker table names a group.
     pub key: String,
     /// The probes, or why the section is not traced.
-    pub plan: Result<ProbePlan, String>,
+    pub plan: Result<ProbePlan, probe_points::Refusal>,
     /// The file it is in.
     file: FileId,
 }
@@ -191,7 +191,7 @@ impl Engine {
             let reason = engine
                 .sections
                 .first()
-                .and_then(|s| s.plan.clone().err())
+                .and_then(|s| s.plan.as_ref().err().map(ToString::to_string))
                 .unwrap_or_default();
             return Err(SessionError::NothingSafe {
                 exe: engine

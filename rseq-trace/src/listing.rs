@@ -33,7 +33,10 @@ pub struct ListedSection {
     /// file:line of start_ip and its inline chain, where DWARF is present.
     pub source: Option<SourceLocation>,
     pub probes: Option<ProbePlan>,
+    /// Why it has no probes, for people.
     pub refused: Option<String>,
+    /// The kind of refusal, a stable label ([`probe_points::Refusal::label`]).
+    pub refusal: Option<&'static str>,
 }
 
 /// Lists one ELF file. `shown` is the name to print (the path as the user or the process knows it).
@@ -54,7 +57,8 @@ pub fn list_file(path: &Path, shown: &str) -> Result<ObjectListing, TableError> 
                 section,
                 source: symbolizer.locate(cs.start_ip),
                 probes: plan.as_ref().ok().cloned(),
-                refused: plan.err(),
+                refused: plan.as_ref().err().map(ToString::to_string),
+                refusal: plan.as_ref().err().map(probe_points::Refusal::label),
             }
         })
         .collect();

@@ -170,7 +170,7 @@ pub fn sort_key(c: char) -> Option<SortBy> {
 pub fn header(report: &Report, sort: SortBy, window: Duration) -> String {
     format!(
         "rseq-trace ({} mode)  {:.0}s  {} keys  {} processes  sorted by {:?} (keys a/e/r/k, q quits)  (rates: last tick; ABORT/s* and ~estimates over {}s)",
-        report.mode,
+        report.mode.name(),
         report.seconds,
         report.keys.len(),
         report.processes.len(),
@@ -270,7 +270,7 @@ pub fn render(report: &Report, rates: &Rates, sort: SortBy, window: Duration) ->
 /// Rates per CPU, and per process when there are several.
 fn footer_lines(report: &Report, rates: &Rates) -> Vec<String> {
     // Aborts mode counts no entries: a rate of them is unknown, not 0.
-    let unknown = report.mode == "aborts";
+    let unknown = report.mode == rseq_common::mode::Mode::Aborts;
     let entry_rate = |entries: f64| {
         if unknown {
             "-".to_owned()

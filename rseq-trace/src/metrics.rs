@@ -53,7 +53,7 @@ impl Exporter {
             return None;
         };
         let started = Instant::now();
-        match ScrapeView::read(&engine, self.labels, self.per_cpu, skip_reason) {
+        match ScrapeView::read(&engine, self.labels, self.per_cpu) {
             Ok(view) => {
                 self.last_read_ns
                     .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
@@ -144,7 +144,7 @@ impl Exporter {
             "Critical sections not traced, by reason.",
             &["reason"],
         ) {
-            for reason in ["no_entry_store", "probe_in_section", "other"] {
+            for reason in crate::probe_points::Refusal::LABELS {
                 let n = skipped.iter().filter(|r| **r == reason).count();
                 g.with_label_values(&[reason]).set(n as i64);
             }
@@ -319,36 +319,4 @@ fn sampling_families(stats: &SamplingStats) -> Vec<MetricFamily> {
         }
     }
     families
-}
-
-/// A short, stable class of a refusal, for the `reason` label.
-fn skip_reason(why: &str) -> &'static str {
-    if why.contains("store") || why.contains("str") && why.contains("before start_ip") {
-        "no_entry_store"
-    } else if why.contains("inside") {
-        "probe_in_section"
-    } else {
-        "other"
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::skip_reason;
-
-    #[test]
-    fn skip_reasons_are_classified() {
-        assert_eq!(
-            skip_reason("no store of the descriptor address ends at start_ip 0x10"),
-            "no_entry_store"
-        );
-        assert_eq!(
-            skip_reason("refusing to probe 0x10: it lies inside the critical section at 0x0..0x20"),
-            "probe_in_section"
-        );
-        assert_eq!(
-            skip_reason("probe point 0x10 is not in executable code"),
-            "other"
-        );
-    }
 }

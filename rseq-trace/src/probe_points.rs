@@ -36,6 +36,46 @@ pub struct ProbePlan {
     pub entry_on: &'static str,
 }
 
+/// Why a section gets no probes. [`Refusal::label`] is the stable name `list --json`, the
+/// summary's JSON and the metrics' `reason` label use; the message says what was found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    #[error("the instruction before start_ip {start_ip:#x} is `{insn}`, not the store of the descriptor address")]
+    NotTheStore { start_ip: u64, insn: String },
+    #[error("no store of the descriptor address ends at start_ip {start_ip:#x}")]
+    NoStore { start_ip: u64 },
+    #[error("the instruction before start_ip {start_ip:#x} is ambiguous without a symbol")]
+    AmbiguousStore { start_ip: u64 },
+    #[error("cannot read the instruction before start_ip {start_ip:#x}")]
+    Unreadable { start_ip: u64 },
+    #[error("the instruction before start_ip {start_ip:#x} ({word:#010x}) is not a 64-bit str")]
+    NotAStr { start_ip: u64, word: u32 },
+    #[error(
+        "refusing to probe {addr:#x}: it lies inside the critical section at {start:#x}..{end:#x}"
+    )]
+    InsideSection { addr: u64, start: u64, end: u64 },
+    #[error("probe point {addr:#x} is not in executable code")]
+    NotCode { addr: u64 },
+}
+
+impl Refusal {
+    /// Every label, in a fixed order.
+    pub const LABELS: [&'static str; 3] = ["no_entry_store", "probe_in_section", "other"];
+
+    /// The stable name of the kind of refusal.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Refusal::NotTheStore { .. }
+            | Refusal::NoStore { .. }
+            | Refusal::AmbiguousStore { .. }
+            | Refusal::Unreadable { .. }
+            | Refusal::NotAStr { .. } => "no_entry_store",
+            Refusal::InsideSection { .. } => "probe_in_section",
+            Refusal::NotCode { .. } => "other",
+        }
+    }
+}
+
 impl ProbePlan {
     /// Whether the entry probe sits on the descriptor store, whose trap returns with the section
     /// armed: restarts at start_ip are then the probe's own (cause `probe`).
@@ -52,7 +92,7 @@ impl ProbePlan {
 }
 
 /// Plans the probes of `cs`, or says why it cannot be traced safely.
-pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<ProbePlan, String> {
+pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<ProbePlan, Refusal> {
     let plan = match marker_plan(image.arch, cs) {
         Some(plan) => plan,
         None => {
@@ -78,9 +118,11 @@ pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<Pro
         }
     };
     for addr in plan.addresses() {
-        guard.check(addr).map_err(|e| e.to_string())?;
+        if let Some((start, end)) = guard.containing(addr) {
+            return Err(Refusal::InsideSection { addr, start, end });
+        }
         if !image.is_code(addr) {
-            return Err(format!("probe point {addr:#x} is not in executable code"));
+            return Err(Refusal::NotCode { addr });
         }
     }
     Ok(plan)
@@ -140,6 +182,14 @@ impl Guard {
 
     /// `Err` when `addr` lies in [start_ip, post_commit_ip) of a section.
     pub fn check(&self, addr: u64) -> Result<(), AttachError> {
+        match self.containing(addr) {
+            Some((start, end)) => Err(AttachError::InsideSection { addr, start, end }),
+            None => Ok(()),
+        }
+    }
+
+    /// The [start_ip, post_commit_ip) of a section that holds `addr`, if any.
+    pub fn containing(&self, addr: u64) -> Option<(u64, u64)> {
         let candidates = self.ranges.partition_point(|r| r.0 <= addr);
         for i in (0..candidates).rev() {
             if self.max_end[i] <= addr {
@@ -147,10 +197,10 @@ impl Guard {
             }
             let (start, end, _) = self.ranges[i];
             if addr < end {
-                return Err(AttachError::InsideSection { addr, start, end });
+                return Some((start, end));
             }
         }
-        Ok(())
+        None
     }
 }
 
@@ -165,7 +215,7 @@ const MAX_INSN: u64 = 15;
 /// The `mov m64, r64` that ends exactly at start_ip. Decoded forward from the enclosing
 /// function's start when a symbol gives it (instruction boundaries are then certain), otherwise
 /// by trying each length that could end there.
-fn x86_64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
+fn x86_64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, Refusal> {
     if let Some((fstart, _)) = start_ip.checked_sub(1).and_then(|ip| image.function_at(ip)) {
         if let Some(bytes) = image.bytes(fstart, (start_ip - fstart) as usize) {
             let mut decoder = Decoder::with_ip(64, bytes, fstart, DecoderOptions::NONE);
@@ -177,9 +227,10 @@ fn x86_64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
                 return if is_pointer_store(&insn) {
                     Ok(insn.ip())
                 } else {
-                    Err(format!(
-                        "the instruction before start_ip {start_ip:#x} is `{insn}`, not the store of the descriptor address"
-                    ))
+                    Err(Refusal::NotTheStore {
+                        start_ip,
+                        insn: insn.to_string(),
+                    })
                 };
             }
         }
@@ -199,12 +250,8 @@ fn x86_64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
     }
     match found.as_slice() {
         [at] => Ok(*at),
-        [] => Err(format!(
-            "no store of the descriptor address ends at start_ip {start_ip:#x}"
-        )),
-        _ => Err(format!(
-            "the instruction before start_ip {start_ip:#x} is ambiguous without a symbol"
-        )),
+        [] => Err(Refusal::NoStore { start_ip }),
+        _ => Err(Refusal::AmbiguousStore { start_ip }),
     }
 }
 
@@ -268,18 +315,15 @@ fn is_pointer_store(insn: &Instruction) -> bool {
 }
 
 /// aarch64: the `str x, [x, #imm]` just before start_ip (instructions are 4 bytes).
-fn aarch64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, String> {
-    let at = start_ip.checked_sub(4).ok_or("start_ip is 0")?;
-    let word = image
-        .read_u32(at)
-        .ok_or_else(|| format!("cannot read the instruction before start_ip {start_ip:#x}"))?;
+fn aarch64_store_before(image: &ElfImage, start_ip: u64) -> Result<u64, Refusal> {
+    let unreadable = Refusal::Unreadable { start_ip };
+    let at = start_ip.checked_sub(4).ok_or(unreadable.clone())?;
+    let word = image.read_u32(at).ok_or(unreadable)?;
     // STR (immediate, unsigned offset), 64-bit: 1111 1001 00 imm12 Rn Rt.
     if word & 0xffc0_0000 == 0xf900_0000 {
         Ok(at)
     } else {
-        Err(format!(
-            "the instruction before start_ip {start_ip:#x} ({word:#010x}) is not a 64-bit str"
-        ))
+        Err(Refusal::NotAStr { start_ip, word })
     }
 }
 
@@ -348,6 +392,39 @@ mod tests {
             0x1000,
         );
         assert_eq!(load_before(&other, &[], 0x1007), None);
+    }
+
+    #[test]
+    fn every_refusal_has_one_of_the_stable_labels() {
+        let all = [
+            Refusal::NotTheStore {
+                start_ip: 0x10,
+                insn: "nop".into(),
+            },
+            Refusal::NoStore { start_ip: 0x10 },
+            Refusal::AmbiguousStore { start_ip: 0x10 },
+            Refusal::Unreadable { start_ip: 0 },
+            Refusal::NotAStr {
+                start_ip: 0x10,
+                word: 0,
+            },
+            Refusal::InsideSection {
+                addr: 0x10,
+                start: 0,
+                end: 0x20,
+            },
+            Refusal::NotCode { addr: 0x10 },
+        ];
+        for r in &all {
+            assert!(Refusal::LABELS.contains(&r.label()), "{r}");
+        }
+        assert_eq!(all[1].label(), "no_entry_store");
+        assert_eq!(all[5].label(), "probe_in_section");
+        assert_eq!(
+            all[5].to_string(),
+            "refusing to probe 0x10: it lies inside the critical section at 0x0..0x20"
+        );
+        assert_eq!(all[6].label(), "other");
     }
 
     #[test]

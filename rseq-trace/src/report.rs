@@ -19,7 +19,8 @@ use crate::{
 pub struct Report {
     /// `exact`; `aborts` (entries and commits not counted: `null`, and so is `abort_ratio`); or
     /// `sampled` (entries and commits are estimates, each tally carrying an `estimate` object).
-    pub mode: &'static str,
+    #[serde(serialize_with = "mode_name")]
+    pub mode: Mode,
     /// Seconds the probes were attached.
     pub seconds: f64,
     /// Whether kernel restarts were counted (the rseq_ip_fixup tracepoint was available).
@@ -72,6 +73,8 @@ pub struct SectionReport {
     /// Where the probes are, or `null` with `refused` saying why there are none.
     pub probes: Option<ProbePlan>,
     pub refused: Option<String>,
+    /// The kind of refusal, a stable label (`no_entry_store`, `probe_in_section`, `other`).
+    pub refusal: Option<&'static str>,
     #[serde(flatten)]
     pub total: Tally,
     pub abort_ratio: Option<f64>,
@@ -161,7 +164,8 @@ impl Report {
                     abort_ip: s.cs.abort_ip,
                     exits: s.cs.exits.clone(),
                     probes: s.plan.as_ref().ok().cloned(),
-                    refused: s.plan.as_ref().err().cloned(),
+                    refused: s.plan.as_ref().err().map(ToString::to_string),
+                    refusal: s.plan.as_ref().err().map(|r| r.label()),
                     abort_ratio: total.abort_ratio(),
                     total,
                     per_cpu: per_section_cpu
@@ -190,11 +194,7 @@ impl Report {
             })
             .collect();
         Report {
-            mode: match engine.mode() {
-                Mode::Exact => "exact",
-                Mode::Aborts => "aborts",
-                Mode::Sampled => "sampled",
-            },
+            mode: engine.mode(),
             seconds: elapsed.as_secs_f64(),
             kernel_restarts_counted: engine.restarts_counted(),
             restart_causes_counted: engine.causes_counted(),
@@ -234,7 +234,7 @@ impl Report {
             "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
             "KEY", "ENTRIES", "COMMITS", "ABORTS", "KERNEL", "CANCELS", "ABORT%"
         );
-        let counted = self.mode != "aborts";
+        let counted = self.mode != Mode::Aborts;
         for k in &self.keys {
             let t = &k.total;
             let (entries, commits) = if counted {
@@ -386,4 +386,9 @@ fn probe_warnings<'a>(keys: impl Iterator<Item = &'a KeyReport>) -> Vec<String> 
             )
         })
         .collect()
+}
+
+/// A [`Mode`] in JSON: its name.
+fn mode_name<S: serde::Serializer>(mode: &Mode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(mode.name())
 }

@@ -51,12 +51,11 @@ pub struct ScrapeView {
 }
 
 impl ScrapeView {
-    /// Reads the maps and copies what the metrics need; `reason` labels a refused section.
+    /// Reads the maps and copies what the metrics need.
     pub fn read(
         engine: &Engine,
         labels: ProcessLabels,
         per_cpu: bool,
-        reason: fn(&str) -> &'static str,
     ) -> Result<ScrapeView, SessionError> {
         let snapshot = engine.snapshot()?;
         let mut series: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
@@ -86,7 +85,7 @@ impl ScrapeView {
             .sections
             .iter()
             .filter_map(|s| s.plan.as_ref().err())
-            .map(|why| reason(why))
+            .map(|why| why.label())
             .collect();
         Ok(ScrapeView {
             mode: engine.mode(),

@@ -181,7 +181,7 @@ fn malformed_tables_give_per_section_warnings() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| !s["refused"].is_null())
+        .filter(|s| !s["refused"].is_null() && s["refusal"] == "probe_in_section")
         .count();
     assert!(
         refused >= 1,
@@ -303,6 +303,7 @@ fn bad_pointers_and_missing_entry_store() {
         why.contains("not the store") || why.contains("no store"),
         "{why}"
     );
+    assert_eq!(broken["refusal"], "no_entry_store", "{broken:#}");
 }
 
 /// `list --pid` finds tables in shared libraries, not only in the executable.
