@@ -96,16 +96,27 @@ impl Report {
         let mode = engine.mode();
         let sampled = mode == Mode::Sampled;
         let per_key = finish(snapshot.group_by(|k| key_of(k.section)), mode);
-        let per_key_cpu = finish(
-            snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu))),
-            mode,
+        // Each regrouped once (linear in the counter sets), then taken whole per key, section
+        // or process, rather than filtered out of the flat map for each of them.
+        let mut per_key_cpu = nest(
+            finish(
+                snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu))),
+                mode,
+            ),
+            Tally::seen,
         );
         let per_section = finish(snapshot.group_by(|k| Some(k.section)), mode);
-        let per_section_cpu = finish(snapshot.group_by(|k| Some((k.section, k.cpu))), mode);
+        let mut per_section_cpu = nest(
+            finish(snapshot.group_by(|k| Some((k.section, k.cpu))), mode),
+            Tally::seen,
+        );
         let per_process = finish(snapshot.group_by(|k| Some(k.tgid)), mode);
-        let per_process_key = finish(
-            snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key))),
-            mode,
+        let mut per_process_key = nest(
+            finish(
+                snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key))),
+                mode,
+            ),
+            |_| true,
         );
 
         let mut bars: BTreeMap<String, Vec<Position>> = BTreeMap::new();
@@ -134,11 +145,7 @@ impl Report {
                     sections: vec![],
                     abort_ratio: total.abort_ratio(),
                     total,
-                    per_cpu: per_key_cpu
-                        .iter()
-                        .filter(|((k, _), t)| *k == s.key && t.seen())
-                        .map(|((_, cpu), t)| (*cpu, *t))
-                        .collect(),
+                    per_cpu: per_key_cpu.remove(&s.key).unwrap_or_default(),
                     positions: positions::hottest(
                         bars.remove(&s.key).unwrap_or_default(),
                         TOP_POSITIONS,
@@ -168,11 +175,7 @@ impl Report {
                     refusal: s.plan.as_ref().err().map(|r| r.label()),
                     abort_ratio: total.abort_ratio(),
                     total,
-                    per_cpu: per_section_cpu
-                        .iter()
-                        .filter(|((id, _), t)| *id == s.id && t.seen())
-                        .map(|((_, cpu), t)| (*cpu, *t))
-                        .collect(),
+                    per_cpu: per_section_cpu.remove(&s.id).unwrap_or_default(),
                 }
             })
             .collect();
@@ -186,11 +189,7 @@ impl Report {
                     .cloned()
                     .unwrap_or_else(|| "?".into()),
                 total: *total,
-                per_key: per_process_key
-                    .iter()
-                    .filter(|((p, _), _)| p == pid)
-                    .map(|((_, k), t)| (k.clone(), *t))
-                    .collect(),
+                per_key: per_process_key.remove(pid).unwrap_or_default(),
             })
             .collect();
         Report {
@@ -391,4 +390,18 @@ fn probe_warnings<'a>(keys: impl Iterator<Item = &'a KeyReport>) -> Vec<String> 
 /// A [`Mode`] in JSON: its name.
 fn mode_name<S: serde::Serializer>(mode: &Mode, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(mode.name())
+}
+
+/// `(a, b) -> tally` as `a -> (b -> tally)`, keeping the tallies `keep` accepts: one pass.
+fn nest<A: Ord, B: Ord>(
+    flat: BTreeMap<(A, B), Tally>,
+    keep: fn(&Tally) -> bool,
+) -> BTreeMap<A, BTreeMap<B, Tally>> {
+    let mut out: BTreeMap<A, BTreeMap<B, Tally>> = BTreeMap::new();
+    for ((a, b), t) in flat {
+        if keep(&t) {
+            out.entry(a).or_default().insert(b, t);
+        }
+    }
+    out
 }
