@@ -6,47 +6,91 @@
 mod support;
 
 use std::{
-    io::Write,
-    process::{Command, Stdio},
+    io::{Read, Write},
+    process::{Child, ChildStdin, Command, Stdio},
+    sync::{Arc, Mutex},
     thread,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
-use support::{trace_bin, workload_bin};
+use support::{trace_bin, workload_bin, Workload};
 
 const ENTER: &str = "\x1b[?1049h";
 const LEAVE: &str = "\x1b[?1049l";
 const SHOW_CURSOR: &str = "\x1b[?25h";
 
-/// Runs `rseq-trace ARGS` in a pseudo-terminal of 200x50, typing `keys` after `after`; returns
-/// everything written to the terminal.
-fn on_a_terminal(args: &[String], keys: &str, after: Duration) -> String {
-    let command = std::iter::once(trace_bin().display().to_string())
-        .chain(args.iter().cloned())
-        .map(|a| format!("'{a}'"))
-        .collect::<Vec<_>>()
-        .join(" ");
-    let mut script = Command::new("script")
-        .args(["-q", "-f", "-e", "-c"])
-        .arg(format!("stty cols 200 rows 50; {command}"))
-        .arg("/dev/null")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("script (Debian package bsdutils)");
-    let mut stdin = script.stdin.take().unwrap();
-    thread::sleep(after);
-    let _ = stdin.write_all(keys.as_bytes());
-    let _ = stdin.flush();
-    let out = script.wait_with_output().unwrap();
-    drop(stdin);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `rseq-trace ARGS` in a pseudo-terminal of 200x50, its output collected as it comes.
+struct OnATerminal {
+    script: Child,
+    stdin: ChildStdin,
+    out: Arc<Mutex<Vec<u8>>>,
+    reader: thread::JoinHandle<()>,
+}
+
+impl OnATerminal {
+    fn start(args: &[String]) -> Self {
+        let command = std::iter::once(trace_bin().display().to_string())
+            .chain(args.iter().cloned())
+            .map(|a| format!("'{a}'"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let mut script = Command::new("script")
+            .args(["-q", "-f", "-e", "-c"])
+            .arg(format!("stty cols 200 rows 50; {command}"))
+            .arg("/dev/null")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("script (Debian package bsdutils)");
+        let stdin = script.stdin.take().unwrap();
+        let mut stdout = script.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(Vec::new()));
+        let sink = out.clone();
+        let reader = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stdout.read(&mut buf) {
+                sink.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        OnATerminal {
+            script,
+            stdin,
+            out,
+            reader,
+        }
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.out.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the terminal has shown `needle` (not for a time: a busy machine is slow).
+    fn wait_for(&self, needle: &str) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !self.text().contains(needle) {
+            assert!(
+                Instant::now() < deadline,
+                "{needle:?} never shown: {:?}",
+                self.text()
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn type_keys(&mut self, keys: &str) {
+        self.stdin.write_all(keys.as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits for rseq-trace to exit successfully; everything it wrote to the terminal.
+    fn finish(mut self) -> String {
+        let status = self.script.wait().unwrap();
+        let out = self.out.clone();
+        self.reader.join().unwrap();
+        let out = String::from_utf8_lossy(&out.lock().unwrap()).into_owned();
+        assert!(status.success(), "{status}: {out:?}");
+        out
+    }
 }
 
 fn run_args(extra: &[&str], workload: &[&str]) -> Vec<String> {
@@ -72,7 +116,7 @@ fn the_live_view_draws_on_the_alternate_screen_and_gives_the_terminal_back() {
             "50",
         ],
     );
-    let out = on_a_terminal(&args, "", Duration::ZERO);
+    let out = OnATerminal::start(&args).finish();
     let (enter, leave) = (out.find(ENTER), out.rfind(LEAVE));
     let (Some(enter), Some(leave)) = (enter, leave) else {
         panic!("no alternate screen entered and left: {out:?}");
@@ -106,11 +150,22 @@ fn the_live_view_draws_on_the_alternate_screen_and_gives_the_terminal_back() {
 #[test]
 fn q_ends_tracing_and_restores_the_terminal() {
     support::require_root();
-    let args = run_args(
-        &["--mode", "aborts", "--duration", "60"],
-        &["--threads", "1", "--duration", "3"],
-    );
-    let out = on_a_terminal(&args, "q", Duration::from_millis(1500));
+    let workload = Workload::start(&["--threads", "1", "--duration", "60"], &[]);
+    let args: Vec<String> = ["--mode", "aborts", "--interval", "0.3", "--pid"]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([workload.pid.to_string()])
+        .collect();
+    let mut term = OnATerminal::start(&args);
+    term.wait_for(ENTER);
+    workload.release();
+    term.wait_for("rseq_key_workload_counter");
+    term.type_keys("q");
+    let out = term.finish();
     let leave = out.rfind(LEAVE).unwrap_or_else(|| panic!("{out:?}"));
     assert!(out[leave..].contains("quit from the live view"), "{out:?}");
+    // The traced program went on unharmed, and ends as asked.
+    support::kill(workload.pid, libc::SIGTERM);
+    let truth = workload.finish();
+    assert_eq!(truth["invariant_ok"], true, "{truth}");
 }
