@@ -182,6 +182,11 @@ fn probe_made_restarts_are_warned_about_in_the_live_view_the_summary_and_metrics
         match found {
             Some(s) => break s,
             None if Instant::now() > deadline => panic!("no probe series in /metrics: {body}"),
+            // The program ran out before any probe-made restart was exported: say so, rather
+            // than wait out the deadline on a server that is gone.
+            None if trace.try_wait().unwrap().is_some() => {
+                panic!("rseq-trace exited before /metrics showed a probe series: {body}")
+            }
             None => thread::sleep(Duration::from_millis(200)),
         }
     };
