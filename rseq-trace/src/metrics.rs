@@ -173,28 +173,16 @@ impl Exporter {
         if view.mode == Mode::Sampled {
             families.extend(sampling_families(&view.sampling));
         }
-        if let Ok(g) = GaugeVec::new(
-            Opts::new(
-                "rseq_trace_poll_gap_max_seconds",
-                "Longest time between two passes of the tracer's poll loop (exits, holds at library loads, new mappings) since start; about 0.05 when nothing delays it.",
-            ),
-            &[],
-        ) {
-            g.with_label_values::<&str>(&[])
-                .set(view.poll_gap_max.as_secs_f64());
-            families.extend(g.collect());
-        }
-        if let Ok(g) = GaugeVec::new(
-            Opts::new(
-                "rseq_trace_scrape_duration_seconds",
-                "Time the previous scrape took to read the BPF maps.",
-            ),
-            &[],
-        ) {
-            g.with_label_values::<&str>(&[])
-                .set(self.last_read_ns.load(Ordering::Relaxed) as f64 / 1e9);
-            families.extend(g.collect());
-        }
+        families.extend(plain_gauge(
+            "rseq_trace_poll_gap_max_seconds",
+            "Longest time between two passes of the tracer's poll loop (exits, holds at library loads, new mappings) since start; about 0.05 when nothing delays it.",
+            view.poll_gap_max.as_secs_f64(),
+        ));
+        families.extend(plain_gauge(
+            "rseq_trace_scrape_duration_seconds",
+            "Time the previous scrape took to read the BPF maps.",
+            self.last_read_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        ));
         families
     }
 }
@@ -213,6 +201,15 @@ impl Collector for Exporter {
         families.extend(self.section_families(&view));
         families
     }
+}
+
+/// A gauge without labels.
+fn plain_gauge(name: &str, help: &str, value: f64) -> Vec<MetricFamily> {
+    let Ok(g) = GaugeVec::new(Opts::new(name, help), &[]) else {
+        return Vec::new();
+    };
+    g.with_label_values::<&str>(&[]).set(value);
+    g.collect()
 }
 
 /// `rseq_kernel_restarts_total{cause}`: kernel restarts by cause (the section's own
