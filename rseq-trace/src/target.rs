@@ -161,7 +161,11 @@ fn same_file(a: &Path, b: &Path) -> bool {
 
 fn classify(pid: u32, e: procfs::ProcError) -> TargetError {
     match e {
-        procfs::ProcError::NotFound(_) => TargetError::NoSuchProcess { pid },
+        // A read that ended early: the process exited while its file was read (seen in the
+        // 7.3 VM), as with ESRCH below.
+        procfs::ProcError::NotFound(_) | procfs::ProcError::Incomplete(_) => {
+            TargetError::NoSuchProcess { pid }
+        }
         procfs::ProcError::Io(source, _) => io_error(pid, source),
         other => TargetError::Inaccessible {
             pid,
@@ -223,6 +227,14 @@ mod tests {
         assert!(matches!(
             io_error(7, eacces),
             TargetError::Inaccessible { pid: 7, .. }
+        ));
+    }
+
+    #[test]
+    fn a_read_cut_short_by_the_exit_is_a_process_gone() {
+        assert!(matches!(
+            classify(7, procfs::ProcError::Incomplete(None)),
+            TargetError::NoSuchProcess { pid: 7 }
         ));
     }
 
