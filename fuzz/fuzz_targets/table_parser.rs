@@ -5,16 +5,19 @@
 use std::path::Path;
 
 use libfuzzer_sys::fuzz_target;
-use rseq_trace::{probe_points, symbolize, table};
+use rseq_trace::{
+    catalog::probe_plan,
+    elf::{self, symbols},
+};
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(image) = table::elf::ElfImage::parse(Path::new("fuzz-input"), data.to_vec()) else {
+    let Ok(image) = elf::image::ElfImage::parse(Path::new("fuzz-input"), data.to_vec()) else {
         return;
     };
-    let found = table::discover(&image);
-    let guard = probe_points::Guard::new(&found.sections);
+    let found = elf::discover(&image);
+    let guard = probe_plan::Guard::new(&found.sections);
     for cs in &found.sections {
-        let _ = probe_points::plan(&image, cs, &guard);
-        let _ = symbolize::function_offset(&image, cs.start_ip);
+        let _ = probe_plan::plan(&image, cs, &guard);
+        let _ = symbols::function_offset(&image, cs.start_ip);
     }
 });

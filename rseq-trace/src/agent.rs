@@ -10,11 +10,17 @@ use std::{
 use anyhow::Context as _;
 use rseq_common::mode::Mode;
 use rseq_trace::{
-    engine::Engine,
-    live::{self, Rates, Series},
-    metrics::{Exporter, ProcessLabels},
-    report::Report,
-    sampling, serve, tui,
+    session::Session,
+    export::{
+        collector::{Exporter, ProcessLabels},
+        serve,
+    },
+    output::{
+        live::{self, Rates, Series},
+        report::Report,
+        tui,
+    },
+    sampling,
 };
 use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{signal, SignalKind};
@@ -37,7 +43,7 @@ pub(crate) struct Shown {
 /// Runs until a stop condition (the traced processes exited, `--duration`, Ctrl-C, SIGTERM, `q`
 /// in the live view), then returns the final report.
 pub(crate) async fn run(
-    shared: &Arc<Mutex<Engine>>,
+    shared: &Arc<Mutex<Session>>,
     out: &Output,
     shown: Shown,
 ) -> anyhow::Result<Report> {
@@ -134,7 +140,7 @@ pub(crate) async fn run(
     Ok(Report::new(&engine, &snapshot, started.elapsed()))
 }
 
-fn lock_mode(shared: &Arc<Mutex<Engine>>) -> anyhow::Result<Mode> {
+fn lock_mode(shared: &Arc<Mutex<Session>>) -> anyhow::Result<Mode> {
     Ok(shared
         .lock()
         .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?

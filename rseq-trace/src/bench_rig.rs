@@ -2,7 +2,7 @@
 //! with a cookie, at a file offset in one process, through a uprobe multi link (as the agent
 //! does) or a perf-event link (as aya and bpftrace do).
 //!
-//! [`crate::attach::Tracer`] only attaches `rseq_event` at the probe points of parsed critical
+//! [`crate::bpf::Tracer`] only attaches `rseq_event` at the probe points of parsed critical
 //! sections; measuring what one probe hit costs needs the same object attached at an arbitrary
 //! instruction, and the empty program `rseq_empty` next to it as the floor. This module exists
 //! for `examples/probe_cost.rs` and is not part of the tracing path.
@@ -29,10 +29,10 @@ use rseq_common::{
 };
 
 use crate::{
-    attach::EBPF_OBJECT,
+    bpf::EBPF_OBJECT,
     error::{AttachError, TableError},
-    multi_link::{MultiLink, MultiProgram},
-    table::elf::ElfImage,
+    bpf::multi_link::{MultiLink, MultiProgram},
+    elf::image::ElfImage,
 };
 
 /// Counter sets the rig's map holds: one benchmark process on a few CPUs needs a handful, and

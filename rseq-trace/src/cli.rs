@@ -3,7 +3,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use clap::{Args, Parser, Subcommand};
-use rseq_trace::live::SortBy;
+use rseq_trace::output::live::SortBy;
 
 /// Count rseq critical-section entries, commits, aborts and cancels, per key, CPU and process.
 #[derive(Debug, Parser)]

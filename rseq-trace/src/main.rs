@@ -6,9 +6,11 @@ use std::{
 use anyhow::Context as _;
 use clap::Parser as _;
 use rseq_trace::{
-    command::{spawn_gated, GatedChild},
-    engine::{Engine, TargetSpec},
-    listing,
+    output::list as listing,
+    session::{
+        spawn::{spawn_gated, GatedChild},
+        Session, TargetSpec,
+    },
 };
 
 mod agent;
@@ -23,7 +25,7 @@ async fn main() -> ExitCode {
         _ => "trace",
     };
     tracing_subscriber::fmt()
-        .with_writer(rseq_trace::tui::LogWriter)
+        .with_writer(rseq_trace::output::tui::LogWriter)
         .with_target(false)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
@@ -39,7 +41,7 @@ async fn main() -> ExitCode {
             agent,
             pending_map,
             heartbeat_map,
-        }) => rseq_trace::hold_watchdog::run(agent, pending_map, heartbeat_map)
+        }) => rseq_trace::session::hold_watchdog::run(agent, pending_map, heartbeat_map)
             .map(|()| ExitCode::SUCCESS)
             .context("the hold watchdog cannot open the agent's maps"),
         None => trace(cli.targets, cli.output).await,
@@ -74,7 +76,7 @@ async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCo
         .map(|p| TargetSpec::Pid(*p))
         .chain(targets.binaries.iter().cloned().map(TargetSpec::Binary))
         .collect();
-    let engine = Arc::new(Mutex::new(Engine::start(&specs, out.mode.into())?));
+    let engine = Arc::new(Mutex::new(Session::start(&specs, out.mode.into())?));
     let shown = agent::Shown {
         binary_mode: !targets.binaries.is_empty(),
         shares_terminal: false,
@@ -89,7 +91,7 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     let child =
         spawn_gated(&args.command).with_context(|| format!("cannot start {}", args.command[0]))?;
     let pid = child.pid;
-    let engine = match Engine::start(
+    let engine = match Session::start(
         &[TargetSpec::Command {
             pid,
             exe: child.exe.clone(),
@@ -99,7 +101,7 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
         Ok(e) => e,
         Err(e) => {
             // Never leave the stopped child behind.
-            let _ = rseq_trace::target::send_signal(pid, rustix::process::Signal::KILL);
+            let _ = rseq_trace::session::procfs::send_signal(pid, rustix::process::Signal::KILL);
             let _ = GatedChild::wait(pid);
             return Err(e.into());
         }

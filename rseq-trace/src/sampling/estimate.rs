@@ -16,7 +16,7 @@
 
 use serde::Serialize;
 
-use crate::counts::Tally;
+use crate::snapshot::counts::Tally;
 
 /// How many standard errors the reported uncertainty spans (99.7% for a normal error).
 pub const SIGMAS: f64 = 3.0;

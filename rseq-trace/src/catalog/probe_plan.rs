@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use crate::{
     error::AttachError,
-    table::{
-        elf::{Arch, ElfImage},
+    elf::{
+        image::{Arch, ElfImage},
         markers, CriticalSection,
     },
 };

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, time::Duration};
 
 use rseq_common::{health::Health, mode::Mode};
 
-use crate::{counts::Tally, engine::Engine, error::SessionError, sampling::SamplingStats};
+use crate::{snapshot::counts::Tally, session::Session, error::SessionError, sampling::SamplingStats};
 
 /// How processes appear in the labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -53,7 +53,7 @@ pub struct ScrapeView {
 impl ScrapeView {
     /// Reads the maps and copies what the metrics need.
     pub fn read(
-        engine: &Engine,
+        engine: &Session,
         labels: ProcessLabels,
         per_cpu: bool,
     ) -> Result<ScrapeView, SessionError> {

@@ -29,8 +29,8 @@ use ratatui::{
 };
 
 use crate::{
-    live::{self, Rates, Series, SortBy},
-    report::Report,
+    output::live::{self, Rates, Series, SortBy},
+    output::report::Report,
 };
 
 /// Whether the screen is up: log lines are then kept instead of written over it.
@@ -263,6 +263,6 @@ mod tests {
     fn sparkline_scales_to_the_maximum() {
         assert_eq!(sparkline(&[0.0, 0.0]), "  ");
         assert_eq!(sparkline(&[0.0, 1.0, 2.0, 4.0]), "▁▃▅█");
-        assert_eq!(crate::report::percent(None, &Default::default()), "-");
+        assert_eq!(crate::output::report::percent(None, &Default::default()), "-");
     }
 }

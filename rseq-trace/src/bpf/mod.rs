@@ -1,6 +1,11 @@
 //! Loading the eBPF programs, attaching uprobes at a section's probe points, and reading the
 //! maps back.
 
+#[cfg(test)]
+mod ebpf_frames;
+pub mod kernel_features;
+pub mod multi_link;
+
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
@@ -28,11 +33,11 @@ use rseq_common::{
 use tracing::{debug, warn};
 
 use crate::{
-    counts::Snapshot,
+    snapshot::counts::Snapshot,
     error::AttachError,
-    multi_link::{MultiLink, MultiProgram},
-    probe_points::{Guard, ProbePlan},
-    table::{elf::ElfImage, CriticalSection},
+    bpf::multi_link::{MultiLink, MultiProgram},
+    catalog::probe_plan::{Guard, ProbePlan},
+    elf::{image::ElfImage, CriticalSection},
 };
 
 /// The eBPF object built from `rseq-trace-ebpf` by build.rs.
@@ -100,14 +105,14 @@ pub struct Tracer {
 impl Tracer {
     pub fn load(mode: Mode) -> Result<Self, AttachError> {
         preflight()?;
-        if crate::kernel_features::emulated_by_qemu_tcg_smp() {
+        if crate::bpf::kernel_features::emulated_by_qemu_tcg_smp() {
             warn!("this machine is QEMU's TCG emulator with several CPUs: in its multi-threaded mode, uprobes on different instructions can crash the traced program (a QEMU fault, docs/kernels.md); run QEMU with -accel tcg,thread=single, or KVM");
         }
         let mut ebpf = EbpfLoader::new()
             .override_global(MODE_GLOBAL, &(mode as u8), true)
             .override_global(
                 UPDATE_BEFORE_FIXUP_GLOBAL,
-                &(crate::kernel_features::rseq_update_before_fixup() as u8),
+                &(crate::bpf::kernel_features::rseq_update_before_fixup() as u8),
                 true,
             )
             .map_max_entries(COUNTS_MAP, COUNTS_CAPACITY)
@@ -306,7 +311,7 @@ impl Tracer {
                 .map_mut(HEARTBEAT_MAP)
                 .ok_or(AttachError::Missing("HEARTBEAT map"))?,
         )?;
-        beat.set(0, crate::hold_watchdog::monotonic_ns(), 0)?;
+        beat.set(0, crate::session::hold_watchdog::monotonic_ns(), 0)?;
         Ok(())
     }
 
@@ -477,7 +482,7 @@ fn preflight() -> Result<(), AttachError> {
     if !Path::new("/sys/bus/event_source/devices/uprobe").exists() {
         return Err(AttachError::NoUprobes);
     }
-    if let Some(missing) = crate::kernel_features::first_missing() {
+    if let Some(missing) = crate::bpf::kernel_features::first_missing() {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
             .map_or_else(|_| "unknown release".to_owned(), |s| s.trim().to_owned());
         return Err(AttachError::KernelTooOld {

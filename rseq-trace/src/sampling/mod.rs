@@ -7,6 +7,8 @@
 //! the first window nothing is known, so the worst case is assumed: every CPU second the traced
 //! threads use during a window is probe cost.
 
+pub mod estimate;
+
 use std::{
     collections::BTreeMap,
     sync::{Arc, Mutex},
@@ -17,9 +19,9 @@ use serde::Serialize;
 use tracing::{debug, warn};
 
 use crate::{
-    attach::{NOP_HIT_COST, TRAP_HIT_COST},
-    engine::Engine,
-    target,
+    bpf::{NOP_HIT_COST, TRAP_HIT_COST},
+    session::Session,
+    session::procfs,
 };
 
 /// Shortest window worth attaching the probes for.
@@ -117,7 +119,7 @@ impl CpuClock {
         let mut used = 0.0;
         let mut now = BTreeMap::new();
         for pid in pids {
-            if let Some(t) = target::cpu_seconds(*pid) {
+            if let Some(t) = procfs::cpu_seconds(*pid) {
                 used += self
                     .last
                     .get(pid)
@@ -131,7 +133,7 @@ impl CpuClock {
 }
 
 /// Runs the windows until the task is dropped.
-pub async fn run(shared: Arc<Mutex<Engine>>, percent: f64) {
+pub async fn run(shared: Arc<Mutex<Session>>, percent: f64) {
     let mut budget = Budget::new(percent);
     let mut clock = CpuClock::default();
     let mut cpu_rate = 0.0;
@@ -227,7 +229,7 @@ pub async fn run(shared: Arc<Mutex<Engine>>, percent: f64) {
 }
 
 /// Sampled entries so far on marker nops and on trapping instructions.
-fn entries_by_kind(engine: &Engine) -> (u64, u64) {
+fn entries_by_kind(engine: &Session) -> (u64, u64) {
     let Ok(snapshot) = engine.snapshot() else {
         return (0, 0);
     };
@@ -246,9 +248,9 @@ fn entries_by_kind(engine: &Engine) -> (u64, u64) {
 /// Closes the window: its probes (to drop without the lock) and how long it was open.
 #[allow(clippy::type_complexity)]
 fn close(
-    shared: &Mutex<Engine>,
+    shared: &Mutex<Session>,
     opened_at: Instant,
-) -> Option<(Option<crate::attach::DetachOnDrop>, Duration)> {
+) -> Option<(Option<crate::bpf::DetachOnDrop>, Duration)> {
     let mut engine = shared.lock().ok()?;
     let probes = match engine.tracer_mut().close_window() {
         Ok(p) => p,

@@ -17,8 +17,8 @@ use prometheus::{
 };
 use rseq_common::{health::Health, mode::Mode};
 
-pub use crate::scrape::ProcessLabels;
-use crate::{counts::Tally, engine::Engine, sampling::SamplingStats, scrape::ScrapeView};
+pub use crate::export::scrape::ProcessLabels;
+use crate::{snapshot::counts::Tally, session::Session, sampling::SamplingStats, export::scrape::ScrapeView};
 
 /// A counter family: name, help text, and the tally field it exports.
 type CounterSpec = (&'static str, &'static str, fn(&Tally) -> u64);
@@ -27,7 +27,7 @@ type GaugeSpec = (&'static str, &'static str, fn(&Tally) -> f64);
 
 /// The custom collector: every scrape reads the maps through the engine.
 pub struct Exporter {
-    engine: Arc<Mutex<Engine>>,
+    engine: Arc<Mutex<Session>>,
     labels: ProcessLabels,
     per_cpu: bool,
     read_errors: AtomicU64,
@@ -36,7 +36,7 @@ pub struct Exporter {
 }
 
 impl Exporter {
-    pub fn new(engine: Arc<Mutex<Engine>>, labels: ProcessLabels, per_cpu: bool) -> Self {
+    pub fn new(engine: Arc<Mutex<Session>>, labels: ProcessLabels, per_cpu: bool) -> Self {
         Exporter {
             engine,
             labels,
@@ -144,7 +144,7 @@ impl Exporter {
             "Critical sections not traced, by reason.",
             &["reason"],
         ) {
-            for reason in crate::probe_points::Refusal::LABELS {
+            for reason in crate::catalog::probe_plan::Refusal::LABELS {
                 let n = skipped.iter().filter(|r| **r == reason).count();
                 g.with_label_values(&[reason]).set(n as i64);
             }
@@ -256,7 +256,7 @@ fn estimate_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> V
         .map(|(labels, raw)| {
             (
                 labels.iter().map(String::as_str).collect(),
-                crate::estimate::extrapolate(raw),
+                crate::sampling::estimate::extrapolate(raw),
             )
         })
         .collect();

@@ -65,7 +65,7 @@ fn deepest(code: &[u8]) -> i64 {
 
 #[test]
 fn every_function_of_the_ebpf_object_stays_under_the_private_stack_size() {
-    let frames = frames(crate::attach::EBPF_OBJECT);
+    let frames = frames(crate::bpf::EBPF_OBJECT);
     if frames.is_empty() {
         eprintln!("skipped: built without the eBPF object (AYA_BUILD_SKIP)");
         return;

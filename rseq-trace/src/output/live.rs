@@ -9,9 +9,9 @@ use std::{
 };
 
 use crate::{
-    counts::Tally,
-    estimate,
-    report::{self, KeyReport, Report},
+    snapshot::counts::Tally,
+    sampling::estimate,
+    output::report::{self, KeyReport, Report},
 };
 
 /// What the live table is sorted by.

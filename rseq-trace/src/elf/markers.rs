@@ -2,7 +2,7 @@
 //! START, FINISH and ABORT points grouped by a key whose symbol names the group.
 
 use super::{
-    elf::{Arch, ElfImage},
+    image::{Arch, ElfImage},
     TableWarning,
 };
 

@@ -7,10 +7,10 @@ use serde::Serialize;
 
 use crate::{
     error::{SessionError, TableError},
-    probe_points::{self, ProbePlan},
-    symbolize::{self, SourceLocation, Symbolizer},
-    table::{self, elf::Arch, elf::ElfImage, CriticalSection, TableWarning},
-    target,
+    catalog::probe_plan::{self, ProbePlan},
+    elf::symbols::{self, SourceLocation, Symbolizer},
+    elf::{self, image::Arch, image::ElfImage, CriticalSection, TableWarning},
+    session::procfs,
 };
 
 #[derive(Debug, Serialize)]
@@ -35,21 +35,21 @@ pub struct ListedSection {
     pub probes: Option<ProbePlan>,
     /// Why it has no probes, for people.
     pub refused: Option<String>,
-    /// The kind of refusal, a stable label ([`probe_points::Refusal::label`]).
+    /// The kind of refusal, a stable label ([`probe_plan::Refusal::label`]).
     pub refusal: Option<&'static str>,
 }
 
 /// Lists one ELF file. `shown` is the name to print (the path as the user or the process knows it).
 pub fn list_file(path: &Path, shown: &str) -> Result<ObjectListing, TableError> {
     let image = ElfImage::open(path)?;
-    let table::Discovery { sections, warnings } = table::discover(&image);
+    let elf::Discovery { sections, warnings } = elf::discover(&image);
     let symbolizer = Symbolizer::new(path);
-    let guard = probe_points::Guard::new(&sections);
+    let guard = probe_plan::Guard::new(&sections);
     let listed = sections
         .iter()
         .map(|cs| {
-            let plan = probe_points::plan(&image, cs, &guard);
-            let name = symbolize::function_offset(&image, cs.start_ip);
+            let plan = probe_plan::plan(&image, cs, &guard);
+            let name = symbols::function_offset(&image, cs.start_ip);
             let mut section = cs.clone();
             section.key.get_or_insert_with(|| name.clone());
             ListedSection {
@@ -58,7 +58,7 @@ pub fn list_file(path: &Path, shown: &str) -> Result<ObjectListing, TableError> 
                 source: symbolizer.locate(cs.start_ip),
                 probes: plan.as_ref().ok().cloned(),
                 refused: plan.as_ref().err().map(ToString::to_string),
-                refusal: plan.as_ref().err().map(probe_points::Refusal::label),
+                refusal: plan.as_ref().err().map(probe_plan::Refusal::label),
             }
         })
         .collect();
@@ -85,7 +85,7 @@ pub fn list_path(path: &Path) -> Result<Vec<ObjectListing>, SessionError> {
 /// Lists every mapped object of `pid` that has tables: the executable and its shared libraries.
 pub fn list_pid(pid: u32) -> Result<Vec<ObjectListing>, SessionError> {
     let mut objects = Vec::new();
-    for o in target::mapped_objects(pid)? {
+    for o in procfs::mapped_objects(pid)? {
         match list_file(&o.open_path, &o.shown) {
             Ok(l) if !l.sections.is_empty() || !l.warnings.is_empty() => objects.push(l),
             Ok(_) => {}

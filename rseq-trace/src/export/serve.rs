@@ -17,7 +17,7 @@ use hyper::{
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::{net::TcpListener, sync::Semaphore};
 
-use crate::metrics::Exporter;
+use crate::export::collector::Exporter;
 
 /// Connections served at once.
 pub const MAX_CONNECTIONS: usize = 64;

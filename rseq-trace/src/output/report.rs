@@ -7,11 +7,11 @@ use rseq_common::{health::Health, mode::Mode};
 use serde::Serialize;
 
 use crate::{
-    counts::Snapshot,
-    counts::Tally,
-    engine::Engine,
-    positions::{self, Position},
-    probe_points::ProbePlan,
+    snapshot::counts::Snapshot,
+    snapshot::counts::Tally,
+    session::Session,
+    output::positions::{self, Position},
+    catalog::probe_plan::ProbePlan,
     sampling::SamplingStats,
 };
 
@@ -91,7 +91,7 @@ pub struct ProcessReport {
 }
 
 impl Report {
-    pub fn new(engine: &Engine, snapshot: &Snapshot, elapsed: Duration) -> Self {
+    pub fn new(engine: &Session, snapshot: &Snapshot, elapsed: Duration) -> Self {
         let key_of = |section: u32| engine.sections.get(section as usize).map(|s| s.key.clone());
         let mode = engine.mode();
         let sampled = mode == Mode::Sampled;
@@ -255,7 +255,7 @@ impl Report {
             let _ = writeln!(
                 out,
                 "(mode sampled: ~ marks estimates, ± is {} standard errors; {} windows, {:.2} s open, probe cost about {:.2}% of the traced threads' CPU time, budget {}%)",
-                crate::estimate::SIGMAS,
+                crate::sampling::estimate::SIGMAS,
                 s.windows,
                 s.window_seconds,
                 100.0 * s.probe_cost_seconds / s.traced_cpu_seconds.max(1e-9),
@@ -341,7 +341,7 @@ fn as_counted(t: Tally, mode: Mode) -> Tally {
             entries_unknown: true,
             ..t
         },
-        Mode::Sampled => crate::estimate::extrapolate(&t),
+        Mode::Sampled => crate::sampling::estimate::extrapolate(&t),
     }
 }
 

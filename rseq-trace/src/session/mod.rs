@@ -1,6 +1,11 @@
-//! The tracing engine: which processes and files are traced, their critical sections, the
+//! The tracing session: which processes and files are traced, their critical sections, the
 //! probes attached to them, and the counts read back. It follows the targets as they change:
 //! libraries mapped later, exec, processes that exit or (system-wide) start.
+
+pub mod hold_watchdog;
+pub mod poll_gap;
+pub mod procfs;
+pub mod spawn;
 
 use std::{
     collections::{BTreeMap, HashMap, HashSet},
@@ -18,15 +23,14 @@ use rseq_common::{
 use tracing::{info, warn};
 
 use crate::{
-    attach::Tracer,
-    counts::Snapshot,
+    bpf::Tracer,
+    snapshot::counts::Snapshot,
     error::{SessionError, TableError, TargetError},
-    positions,
-    probe_points::{self, ProbePlan},
+    catalog::probe_plan::{self, ProbePlan},
     sampling::SamplingStats,
-    symbolize::{self, Symbolizer},
-    table::{self, elf::ElfImage, CriticalSection},
-    target::{self, FileId, Target},
+    elf::symbols::{self, Symbolizer},
+    elf::{self, image::ElfImage, CriticalSection},
+    session::procfs::{FileId, Target},
 };
 
 /// What to trace.
@@ -40,7 +44,7 @@ pub enum TargetSpec {
     Command { pid: u32, exe: PathBuf },
 }
 
-/// A critical section as the engine knows it.
+/// A critical section as the session knows it.
 #[derive(Clone, Debug)]
 pub struct Section {
     /// Index in the counter map and in the cookies of its probes.
@@ -53,7 +57,7 @@ pub struct Section {
     /// The marker key, or the name when no marker table names a group.
     pub key: String,
     /// The probes, or why the section is not traced.
-    pub plan: Result<ProbePlan, probe_points::Refusal>,
+    pub plan: Result<ProbePlan, probe_plan::Refusal>,
     /// The file it is in.
     file: FileId,
 }
@@ -69,7 +73,7 @@ struct LoadedObject {
     ids: Vec<u32>,
 }
 
-pub struct Engine {
+pub struct Session {
     tracer: Tracer,
     pub sections: Vec<Section>,
     objects: HashMap<FileId, LoadedObject>,
@@ -83,7 +87,7 @@ pub struct Engine {
     hooked: HashSet<u32>,
     /// Processes followed by pid, still alive.
     followed: Vec<u32>,
-    /// Whether the engine runs until stopped (system-wide targets) or until its processes exit.
+    /// Whether the session runs until stopped (system-wide targets) or until its processes exit.
     open_ended: bool,
     /// Name of every process seen, kept after it exits.
     pub processes: BTreeMap<u32, String>,
@@ -98,7 +102,7 @@ pub struct Engine {
     /// Continues held processes if this agent dies or stops answering (`hold_watchdog`).
     watchdog: Option<std::process::Child>,
     /// How late the agent's poll loop has run (set by the loop, read by the exporter).
-    pub poll_gap: crate::poll_gap::PollGap,
+    pub poll_gap: crate::session::poll_gap::PollGap,
 }
 
 /// How often followed processes' mappings are re-read besides the loader hook.
@@ -106,7 +110,7 @@ const RESCAN_PERIOD: Duration = Duration::from_secs(1);
 /// How often the traced-process map is walked for new and exited processes.
 const PROCESS_SCAN_PERIOD: Duration = Duration::from_millis(250);
 
-impl Engine {
+impl Session {
     pub fn start(specs: &[TargetSpec], mode: Mode) -> Result<Self, SessionError> {
         // Check the targets before loading anything, so a typo gets its own message.
         for spec in specs {
@@ -114,7 +118,7 @@ impl Engine {
                 Target::from_pid(*pid)?;
             }
         }
-        let mut engine = Engine {
+        let mut session = Session {
             watchdog: None,
             poll_gap: Default::default(),
             tracer: Tracer::load(mode)?,
@@ -133,31 +137,31 @@ impl Engine {
             last_process_scan: None,
             sampling: SamplingStats::default(),
         };
-        engine.watchdog = Some(engine.start_watchdog()?);
+        session.watchdog = Some(session.start_watchdog()?);
         // System-wide files first, so a process also named by pid is not probed twice.
         for spec in specs {
             if let TargetSpec::Binary(path) = spec {
-                engine.open_ended = true;
+                session.open_ended = true;
                 let shown = path.display().to_string();
                 let id = FileId::of(path).map_err(|source| TableError::Io {
                     path: path.clone(),
                     source,
                 })?;
-                if !engine.load(id, path, &shown)? {
+                if !session.load(id, path, &shown)? {
                     return Err(SessionError::NoTables { path: shown });
                 }
-                engine.everywhere.insert(id);
-                engine.attach(id, path, None)?;
+                session.everywhere.insert(id);
+                session.attach(id, path, None)?;
             }
         }
         for spec in specs {
             match spec {
                 TargetSpec::Pid(pid) => {
-                    engine.follow(*pid)?;
-                    let has_tables = engine
+                    session.follow(*pid)?;
+                    let has_tables = session
                         .attached
                         .iter()
-                        .any(|(f, p)| *p == Some(*pid) || engine.everywhere.contains(f));
+                        .any(|(f, p)| *p == Some(*pid) || session.everywhere.contains(f));
                     if !has_tables {
                         let exe = Target::from_pid(*pid)?.exe_name;
                         return Err(SessionError::NoSections { exe, pid: *pid });
@@ -168,60 +172,60 @@ impl Engine {
                         path: exe.clone(),
                         source,
                     })?;
-                    engine.tracer.trace_process(*pid)?;
-                    engine.followed.push(*pid);
-                    match engine.load(id, exe, &exe.display().to_string()) {
-                        Ok(true) if !engine.everywhere.contains(&id) => {
-                            engine.attach(id, exe, Some(*pid))?
+                    session.tracer.trace_process(*pid)?;
+                    session.followed.push(*pid);
+                    match session.load(id, exe, &exe.display().to_string()) {
+                        Ok(true) if !session.everywhere.contains(&id) => {
+                            session.attach(id, exe, Some(*pid))?
                         }
                         Ok(_) => {}
                         // A script: its interpreter is found once it runs.
                         Err(e) => warn!("{e}"),
                     }
                     // Its libraries are mapped after exec: hold it at each loader change.
-                    let loader = engine.objects.get(&id).and_then(|o| o.image.interpreter());
+                    let loader = session.objects.get(&id).and_then(|o| o.image.interpreter());
                     if let Some(loader) = loader {
-                        engine.hook_loader(Path::new(&loader), *pid);
+                        session.hook_loader(Path::new(&loader), *pid);
                     }
                 }
                 TargetSpec::Binary(_) => {}
             }
         }
-        if !engine.sections.is_empty() && engine.sections.iter().all(|s| s.plan.is_err()) {
-            let reason = engine
+        if !session.sections.is_empty() && session.sections.iter().all(|s| s.plan.is_err()) {
+            let reason = session
                 .sections
                 .first()
                 .and_then(|s| s.plan.as_ref().err().map(ToString::to_string))
                 .unwrap_or_default();
             return Err(SessionError::NothingSafe {
-                exe: engine
+                exe: session
                     .sections
                     .first()
                     .map(|s| s.object.clone())
                     .unwrap_or_default(),
-                count: engine.sections.len(),
+                count: session.sections.len(),
                 reason,
             });
         }
         info!(
             "attached {} probes to {} sections{}",
-            engine.tracer.probes(),
-            engine.sections.iter().filter(|s| s.plan.is_ok()).count(),
-            if engine.tracer.restarts_counted {
+            session.tracer.probes(),
+            session.sections.iter().filter(|s| s.plan.is_ok()).count(),
+            if session.tracer.restarts_counted {
                 ", counting kernel restarts"
             } else {
                 ""
             }
         );
         // Attaching can take long on a slow machine: the first holds must not be skipped.
-        engine.tracer.heartbeat()?;
-        Ok(engine)
+        session.tracer.heartbeat()?;
+        Ok(session)
     }
 
     /// Attaches to every object `pid` maps that has tables, and keeps following it.
     fn follow(&mut self, pid: u32) -> Result<(), SessionError> {
         self.tracer.trace_process(pid)?;
-        if let Some(comm) = target::comm(pid) {
+        if let Some(comm) = procfs::comm(pid) {
             self.processes.insert(pid, comm);
         }
         if !self.followed.contains(&pid) {
@@ -249,7 +253,7 @@ impl Engine {
     /// answering, before any hold can be taken.
     fn start_watchdog(&self) -> Result<std::process::Child, SessionError> {
         let (pending, heartbeat) = self.tracer.hold_map_ids()?;
-        crate::hold_watchdog::spawn(pending, heartbeat).map_err(SessionError::Watchdog)
+        crate::session::hold_watchdog::spawn(pending, heartbeat).map_err(SessionError::Watchdog)
     }
 
     /// Attaches to what the processes stopped at a loader change mapped, then continues them.
@@ -260,8 +264,8 @@ impl Engine {
             tracing::debug!("pid {pid} changed its loaded objects: rescanning before it goes on");
             self.tracer.heartbeat()?;
             let result = self.rescan(pid);
-            // Continuing a process this engine stopped (a vanished one needs nothing).
-            let _ = target::send_signal(pid, rustix::process::Signal::CONT);
+            // Continuing a process this session stopped (a vanished one needs nothing).
+            let _ = procfs::send_signal(pid, rustix::process::Signal::CONT);
             result?;
         }
         Ok(())
@@ -270,7 +274,7 @@ impl Engine {
     /// Loads and attaches the objects `pid` maps that are new since the last look: libraries
     /// loaded with dlopen, or a new executable after exec.
     fn rescan(&mut self, pid: u32) -> Result<(), SessionError> {
-        let objects = match target::mapped_objects(pid) {
+        let objects = match procfs::mapped_objects(pid) {
             Ok(o) => o,
             Err(TargetError::NoSuchProcess { .. }) => return Ok(()),
             Err(e) => return Err(e.into()),
@@ -308,19 +312,19 @@ impl Engine {
             return Ok(!o.found.is_empty());
         }
         let image = ElfImage::open(open_path)?;
-        let table::Discovery {
+        let elf::Discovery {
             sections: found,
             warnings,
-        } = table::discover(&image);
+        } = elf::discover(&image);
         for w in &warnings {
             warn!("{shown}: {} (at {:#x})", w.message, w.at);
         }
         let mut ids = Vec::new();
-        let guard = probe_points::Guard::new(&found);
+        let guard = probe_plan::Guard::new(&found);
         for cs in &found {
             let (file, id) = (id, self.sections.len() as u32);
-            let name = symbolize::function_offset(&image, cs.start_ip);
-            let plan = probe_points::plan(&image, cs, &guard);
+            let name = symbols::function_offset(&image, cs.start_ip);
+            let plan = probe_plan::plan(&image, cs, &guard);
             match &plan {
                 Err(reason) => warn!("{shown}: section {name} not traced: {reason}"),
                 Ok(_) if !cs.exits_known => warn!(
@@ -381,7 +385,7 @@ impl Engine {
     /// Follows changes of the targets: new mappings of followed processes, processes that
     /// exited (their counts are kept, their map entries dropped), and new processes seen by
     /// system-wide probes.
-    /// [`Engine::refresh`] including the walk for new and exited processes: before a summary.
+    /// [`Session::refresh`] including the walk for new and exited processes: before a summary.
     pub fn refresh_all(&mut self) -> Result<(), SessionError> {
         self.last_process_scan = None;
         self.refresh()
@@ -394,7 +398,7 @@ impl Engine {
         if self.last_rescan.elapsed() >= RESCAN_PERIOD {
             self.last_rescan = Instant::now();
             for pid in self.followed.clone() {
-                if target::is_alive(pid) {
+                if procfs::is_alive(pid) {
                     self.rescan(pid)?;
                 }
             }
@@ -411,7 +415,7 @@ impl Engine {
         let seen = self.tracer.traced_processes()?;
         for pid in &seen {
             if !self.processes.contains_key(pid) {
-                let comm = target::comm(*pid).unwrap_or_else(|| "?".to_owned());
+                let comm = procfs::comm(*pid).unwrap_or_else(|| "?".to_owned());
                 info!("tracing pid {pid} ({comm})");
                 self.processes.insert(*pid, comm);
             }
@@ -419,7 +423,7 @@ impl Engine {
         let gone: Vec<u32> = seen
             .iter()
             .chain(&self.followed)
-            .filter(|p| !self.exited.contains(p) && !target::is_alive(**p))
+            .filter(|p| !self.exited.contains(p) && !procfs::is_alive(**p))
             .copied()
             .collect();
         if gone.is_empty() {
@@ -450,13 +454,13 @@ impl Engine {
         Ok(s)
     }
 
-    /// Whether every process the engine follows has exited and nothing system-wide is traced:
+    /// Whether every process the session follows has exited and nothing system-wide is traced:
     /// then the counts are final.
     pub fn done(&self) -> bool {
-        !self.open_ended && self.followed.iter().all(|p| !target::is_alive(*p))
+        !self.open_ended && self.followed.iter().all(|p| !procfs::is_alive(*p))
     }
 
-    /// Whether a process this engine saw has exited (its counts are final).
+    /// Whether a process this session saw has exited (its counts are final).
     pub fn has_exited(&self, pid: u32) -> bool {
         self.exited.contains(&pid)
     }
@@ -489,7 +493,7 @@ impl Engine {
             .get_or_init(|| Symbolizer::new(&object.open_path))
             .locate(addr)
             .map(|l| l.location);
-        (positions::instruction_at(&object.image, addr), source)
+        (crate::elf::disasm::instruction_at(&object.image, addr), source)
     }
 
     /// Whether restarts have causes (the scheduler and signal tracepoints are attached).
@@ -518,13 +522,13 @@ impl Engine {
     }
 }
 
-impl Drop for Engine {
+impl Drop for Session {
     /// Never leave a process stopped at a loader change behind.
     fn drop(&mut self) {
         if let Ok(pids) = self.tracer.take_dl_pending() {
             for pid in pids {
-                // Continuing a process this engine stopped.
-                let _ = target::send_signal(pid, rustix::process::Signal::CONT);
+                // Continuing a process this session stopped.
+                let _ = procfs::send_signal(pid, rustix::process::Signal::CONT);
             }
         }
         // Nothing is held any more: the watchdog has nothing left to do.

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use super::{elf::ElfImage, CriticalSection, TableWarning};
+use super::{image::ElfImage, CriticalSection, TableWarning};
 
 const DESCRIPTOR_SIZE: u64 = 32;
 /// librseq's and tcmalloc's section name, and the older one.

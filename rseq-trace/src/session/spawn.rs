@@ -103,7 +103,7 @@ pub fn spawn_gated(argv: &[String]) -> io::Result<GatedChild> {
 impl GatedChild {
     /// Lets the child exec.
     pub fn release(&self) -> io::Result<()> {
-        crate::target::send_signal(self.pid, rustix::process::Signal::CONT)
+        crate::session::procfs::send_signal(self.pid, rustix::process::Signal::CONT)
     }
 
     /// Waits for the child to exit (blocking: call it on a blocking thread).

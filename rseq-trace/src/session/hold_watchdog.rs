@@ -66,7 +66,7 @@ pub fn run(agent: u32, pending_map: u32, heartbeat_map: u32) -> Result<(), MapEr
                         if gone { "gone" } else { "not responding" }
                     );
                     // Only a process the hook stopped (a vanished one needs nothing).
-                    let _ = crate::target::send_signal(pid, rustix::process::Signal::CONT);
+                    let _ = crate::session::procfs::send_signal(pid, rustix::process::Signal::CONT);
                 }
             }
         }

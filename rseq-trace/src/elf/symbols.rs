@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::table::elf::ElfImage;
+use crate::elf::image::ElfImage;
 
 /// `function+0xoffset`, demangled, or the bare address when no symbol covers it.
 pub fn function_offset(image: &ElfImage, addr: u64) -> String {

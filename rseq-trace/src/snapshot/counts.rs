@@ -10,7 +10,7 @@ use rseq_common::{
 };
 use serde::Serialize;
 
-use crate::estimate::Estimate;
+use crate::sampling::estimate::Estimate;
 
 /// Counts of attempts: of one section or key, on one CPU (the CPU attempts entered on), or in
 /// total. In JSON, entries and commits are `null` where the mode does not count them.

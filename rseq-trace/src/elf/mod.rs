@@ -1,14 +1,16 @@
 //! Discovering a program's rseq critical sections from the tables in its ELF file, whichever
 //! formats describe them, merged into one description per section.
 
-pub mod elf;
+pub mod image;
 pub mod librseq;
 pub mod markers;
+pub mod symbols;
+pub mod disasm;
 
 use serde::Serialize;
 
 use self::{
-    elf::{Arch, ElfImage},
+    image::{Arch, ElfImage},
     markers::{Marker, MarkerKind},
 };
 

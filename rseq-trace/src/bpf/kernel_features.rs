@@ -11,7 +11,7 @@ use std::{
 
 use aya_obj::generated::{bpf_attr, bpf_cmd, bpf_insn, bpf_map_type, bpf_prog_type};
 
-use crate::multi_link::bpf;
+use crate::bpf::multi_link::bpf;
 
 /// A kernel feature rseq-trace cannot work without.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -1,0 +1,3 @@
+//! Counter values read from the maps at one moment, and their sums.
+
+pub mod counts;
