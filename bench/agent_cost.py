@@ -5,7 +5,7 @@
   while it traces a binary with many sections, run by 2 threads, for a window of SECONDS, with
   a /metrics scrape (curl) every second, as Prometheus would.
 - attach: time from rseq-trace's start to the end of attaching, on a binary with many
-  sections: its "attached N probes" log line, written when Engine::start returns. The /metrics
+  sections: its "attached N probes" log line, written when Session::start returns. The /metrics
   server starts only then, so the first /metrics answer (its rseq_trace_probes_attached says
   how many) comes later by the time it takes to render one. The agent's own utime and stime at
   the log line split the attach time between its code (reading tables, planning probes) and the
@@ -90,7 +90,7 @@ class Session:
 
     def wait_ready(self, limit=300):
         """Seconds from the agent's start to its "attached N probes" log line (the end of
-        Engine::start), to its first /metrics answer (which includes rendering it), and that
+        Session::start), to its first /metrics answer (which includes rendering it), and that
         answer."""
         attached = None
         while time.monotonic() - self.started < limit:
@@ -229,7 +229,7 @@ def main():
     print()
     print(f"attach: {os.path.basename(args.attach_binary)}, target running with "
           f"{args.attach_threads} thread(s); attach = rseq-trace start to its \"attached N "
-          "probes\" line (end of Engine::start); user/sys = agent CPU by then; first scrape = "
+          "probes\" line (end of Session::start); user/sys = agent CPU by then; first scrape = "
           "start to first /metrics answer (includes rendering it); poll gap = the longest time "
           "between two passes of the agent's poll loop by the last scrape "
           "(rseq_trace_poll_gap_max_seconds, 50 ms when nothing delays it); `rseq-trace list` "

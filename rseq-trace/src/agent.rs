@@ -1,16 +1,16 @@
-//! The agent loop: follow the targets, read the counters on a tick, show the live view, and
-//! stop when the traced processes exit, the duration ends, or on Ctrl-C / SIGTERM.
+//! The views' loop: show the live view, serve `/metrics`, and stop when the traced processes
+//! exit, the duration ends, or on Ctrl-C / SIGTERM / `q`. The session runs on its own thread
+//! ([`Running`]); this loop only reads snapshots, so nothing it draws delays the tracer.
 
 use std::{
     fs,
     io::{IsTerminal, Write},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::Context as _;
-use rseq_common::mode::Mode;
 use rseq_trace::{
-    session::Session,
     export::{
         collector::{Exporter, ProcessLabels},
         serve,
@@ -20,16 +20,16 @@ use rseq_trace::{
         report::Report,
         tui,
     },
-    sampling,
+    session::runner::Running,
+    snapshot::Reader,
 };
-use std::sync::{Arc, Mutex};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::info;
 
 use crate::cli::Output;
 
-/// How often targets are checked for exits and new mappings; the live view redraws less often.
-const POLL: Duration = Duration::from_millis(50);
+/// How often keys typed in the live view and the stop conditions are looked at.
+const INPUT_PERIOD: Duration = Duration::from_millis(50);
 
 /// How the agent was started, for what it shows.
 #[derive(Clone, Copy, Debug)]
@@ -40,38 +40,53 @@ pub(crate) struct Shown {
     pub(crate) shares_terminal: bool,
 }
 
-/// Runs until a stop condition (the traced processes exited, `--duration`, Ctrl-C, SIGTERM, `q`
-/// in the live view), then returns the final report.
-pub(crate) async fn run(
-    shared: &Arc<Mutex<Session>>,
-    out: &Output,
-    shown: Shown,
-) -> anyhow::Result<Report> {
-    let binary_mode = shown.binary_mode;
+/// Runs until a stop condition, stops the session (detaching every probe), and returns the
+/// final report.
+pub(crate) async fn run(running: Running, out: &Output, shown: Shown) -> anyhow::Result<Report> {
+    let reader = running.reader().context("cannot open the counter maps")?;
     let _server = match out.listen {
-        Some(addr) => {
-            let labels = if binary_mode {
-                ProcessLabels::Binary
-            } else {
-                ProcessLabels::Pid
-            };
-            let exporter = Arc::new(Exporter::new(shared.clone(), labels, !out.metrics_no_cpu));
-            let (bound, task) = serve::serve(addr, exporter)
-                .await
-                .with_context(|| format!("cannot listen on {addr}"))?;
-            info!("serving metrics on http://{bound}/metrics");
-            Some(AbortOnDrop(task))
-        }
+        Some(addr) => Some(serve_metrics(&running, out, shown, addr).await?),
         None => None,
     };
-    let _sampler = (lock_mode(shared)? == Mode::Sampled)
-        .then(|| AbortOnDrop(tokio::spawn(sampling::run(shared.clone(), out.budget))));
-    let lock = || {
-        shared
-            .lock()
-            .map_err(|_| anyhow::anyhow!("engine lock poisoned"))
-    };
     let started = Instant::now();
+    let ended = watch_views(&running, &reader, out, shown, started).await;
+    // Even when the views failed: the session must stop and release what it holds.
+    running.finish().context("following the targets failed")?;
+    ended?;
+    let (catalog, snapshot) = reader.take().context("reading the counters failed")?;
+    Ok(Report::new(&catalog, &snapshot, started.elapsed()))
+}
+
+/// Serves `/metrics` with a reader of its own until dropped.
+async fn serve_metrics(
+    running: &Running,
+    out: &Output,
+    shown: Shown,
+    addr: std::net::SocketAddr,
+) -> anyhow::Result<AbortOnDrop> {
+    let labels = if shown.binary_mode {
+        ProcessLabels::Binary
+    } else {
+        ProcessLabels::Pid
+    };
+    let reader = running.reader().context("cannot open the counter maps")?;
+    let exporter = Arc::new(Exporter::new(reader, labels, !out.metrics_no_cpu));
+    let (bound, task) = serve::serve(addr, exporter)
+        .await
+        .with_context(|| format!("cannot listen on {addr}"))?;
+    info!("serving metrics on http://{bound}/metrics");
+    Ok(AbortOnDrop(task))
+}
+
+/// The loop of the live view and the stop conditions.
+async fn watch_views(
+    running: &Running,
+    reader: &Reader,
+    out: &Output,
+    shown: Shown,
+    started: Instant,
+) -> anyhow::Result<()> {
+    let mut status = running.status();
     let mut term = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
     let mut ctrl_c = std::pin::pin!(tokio::signal::ctrl_c());
     let live = !out.json && !out.quiet;
@@ -83,19 +98,18 @@ pub(crate) async fn run(
         None
     };
     let mut rates = Rates::new(out.window);
-    let mut poll = tokio::time::interval(POLL);
+    let mut tick = tokio::time::interval(INPUT_PERIOD);
     let mut last_draw = Instant::now();
     let deadline = out.duration.map(|d| started + d);
     let mut sort = out.sort;
     loop {
         tokio::select! {
-            _ = poll.tick() => {}
+            _ = tick.tick() => {}
             _ = &mut ctrl_c => { info!("interrupted"); break; }
             _ = term.recv() => { info!("terminated"); break; }
+            // The session ended on its own: an error, which finishing it reports.
+            changed = status.changed() => if changed.is_err() { break },
         }
-        let mut engine = lock()?;
-        engine.refresh().context("following the targets failed")?;
-        engine.poll_gap.pass(Instant::now());
         let input = screen.as_mut().map(tui::Screen::input).unwrap_or_default();
         if input.quit {
             info!("quit from the live view");
@@ -106,8 +120,8 @@ pub(crate) async fn run(
         }
         if live && (input.sort.is_some() || last_draw.elapsed() >= out.interval) {
             last_draw = Instant::now();
-            let snapshot = engine.snapshot()?;
-            let report = Report::new(&engine, &snapshot, started.elapsed());
+            let (catalog, snapshot) = reader.take().context("reading the counters failed")?;
+            let report = Report::new(&catalog, &snapshot, started.elapsed());
             rates.push(last_draw, Series::of(&report));
             match screen.as_mut() {
                 Some(s) => s.draw(&report, &rates, sort, out.window)?,
@@ -119,7 +133,7 @@ pub(crate) async fn run(
                 }
             }
         }
-        if engine.done() {
+        if status.borrow().done {
             info!("the traced processes exited");
             break;
         }
@@ -127,27 +141,10 @@ pub(crate) async fn run(
             break;
         }
     }
-    drop(screen);
-    let mut engine = lock()?;
-    let gap = engine.poll_gap;
-    info!(
-        "poll loop: longest gap between passes {:.1} ms over {} passes",
-        gap.max().as_secs_f64() * 1e3,
-        gap.passes()
-    );
-    engine.refresh_all()?;
-    let snapshot = engine.snapshot().context("reading the counters failed")?;
-    Ok(Report::new(&engine, &snapshot, started.elapsed()))
+    Ok(())
 }
 
-fn lock_mode(shared: &Arc<Mutex<Session>>) -> anyhow::Result<Mode> {
-    Ok(shared
-        .lock()
-        .map_err(|_| anyhow::anyhow!("engine lock poisoned"))?
-        .mode())
-}
-
-/// Stops a background task (metrics server, sampler) when the agent loop ends.
+/// Stops a background task (the metrics server) when the agent loop ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {

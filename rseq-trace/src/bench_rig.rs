@@ -29,10 +29,10 @@ use rseq_common::{
 };
 
 use crate::{
-    bpf::EBPF_OBJECT,
-    error::{AttachError, TableError},
     bpf::multi_link::{MultiLink, MultiProgram},
+    bpf::EBPF_OBJECT,
     elf::image::ElfImage,
+    error::{AttachError, TableError},
 };
 
 /// Counter sets the rig's map holds: one benchmark process on a few CPUs needs a handful, and
@@ -60,6 +60,7 @@ pub struct Rig {
 }
 
 impl Rig {
+    /// Loads the eBPF object in exact mode, with nothing attached yet.
     pub fn load() -> Result<Self, AttachError> {
         let ebpf = EbpfLoader::new()
             .override_global(MODE_GLOBAL, &(Mode::Exact as u8), true)

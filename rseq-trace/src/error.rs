@@ -5,61 +5,124 @@ use std::{io, path::PathBuf};
 /// Reading an ELF file's rseq tables.
 #[derive(Debug, thiserror::Error)]
 pub enum TableError {
+    /// The file could not be read.
     #[error("cannot read {path}")]
-    Io { path: PathBuf, source: io::Error },
+    Io {
+        /// The file that could not be read.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// The file is not an ELF file, or one too damaged to parse.
     #[error("{path} is not an ELF file we can read ({reason}); point rseq-trace at an executable or shared library")]
-    NotElf { path: PathBuf, reason: String },
+    NotElf {
+        /// The file that is not ELF.
+        path: PathBuf,
+        /// What the ELF parser said.
+        reason: String,
+    },
+    /// The ELF file is for an architecture other than x86-64 or aarch64.
     #[error("{path} is a {arch} ELF file; rseq-trace reads x86-64 and aarch64 only")]
-    UnsupportedArch { path: PathBuf, arch: String },
+    UnsupportedArch {
+        /// The ELF file of the wrong architecture.
+        path: PathBuf,
+        /// The architecture it is built for, as the ELF parser names it.
+        arch: String,
+    },
 }
 
 /// Finding the process to trace.
 #[derive(Debug, thiserror::Error)]
 pub enum TargetError {
+    /// No process has that pid, or it exited while being read.
     #[error("no process with pid {pid}: check the pid, the process may have exited")]
-    NoSuchProcess { pid: u32 },
+    NoSuchProcess {
+        /// The pid asked for.
+        pid: u32,
+    },
+    /// The process exists but its `/proc` files cannot be read, usually for want of root.
     #[error("cannot inspect pid {pid} (run rseq-trace as root)")]
-    Inaccessible { pid: u32, source: io::Error },
+    Inaccessible {
+        /// The pid whose `/proc` files could not be read.
+        pid: u32,
+        /// What the operating system said.
+        source: io::Error,
+    },
 }
 
 /// Loading the eBPF programs and attaching probes.
 #[derive(Debug, thiserror::Error)]
 pub enum AttachError {
+    /// Not running as root, so the kernel will not load eBPF programs.
     #[error(
         "rseq-trace needs root (CAP_BPF and CAP_PERFMON) to load eBPF programs; rerun it with sudo"
     )]
     NotRoot,
+    /// The kernel was built without uprobe events.
     #[error("this kernel has no uprobe support (no /sys/bus/event_source/devices/uprobe); it needs CONFIG_UPROBE_EVENTS")]
     NoUprobes,
+    /// The kernel lacks a feature rseq-trace needs.
     #[error("this kernel ({release}) is too old for rseq-trace: it lacks {what}, which Linux {since} added; rseq-trace runs on Linux 6.1 and later")]
     KernelTooOld {
+        /// The running kernel's release, from `/proc/sys/kernel/osrelease`.
         release: String,
+        /// The missing feature.
         what: &'static str,
+        /// The Linux version that added the missing feature.
         since: &'static str,
     },
+    /// More sections to trace than the eBPF maps have room for on this many CPUs.
     #[error("too many sections to trace ({sections}) for {cpus} CPUs")]
-    TooManySections { sections: usize, cpus: u32 },
+    TooManySections {
+        /// How many sections were to be traced.
+        sections: usize,
+        /// How many possible CPUs the machine has.
+        cpus: u32,
+    },
+    /// The number of possible CPUs, which sizes the per-CPU maps, could not be read.
     #[error("cannot count the possible CPUs: {0}")]
     Cpus(String),
+    /// aya could not load the eBPF object.
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[from] aya::EbpfError),
+    /// The kernel refused to load or attach an eBPF program.
     #[error("the eBPF program was rejected: {0}")]
     Program(#[from] aya::programs::ProgramError),
+    /// An eBPF map could not be opened, read or written.
     #[error("eBPF map error: {0}")]
     Map(#[from] aya::maps::MapError),
+    /// A program or map rseq-trace expects is not in the eBPF object; it names what is missing.
     #[error("the eBPF object has no {0}: it was built from another version of rseq-trace")]
     Missing(&'static str),
+    /// A probe point falls inside a critical section, where a uprobe would break the section.
     #[error(
         "refusing to probe {addr:#x}: it lies inside the critical section at {start:#x}..{end:#x}"
     )]
-    InsideSection { addr: u64, start: u64, end: u64 },
+    InsideSection {
+        /// The probe point refused.
+        addr: u64,
+        /// The start of the critical section it lies in.
+        start: u64,
+        /// The end of that critical section, exclusive.
+        end: u64,
+    },
+    /// A probe point has no file offset, so the kernel could not be told where to put it.
     #[error("{addr:#x} is not in any loadable segment of {path}")]
-    NotMapped { addr: u64, path: PathBuf },
+    NotMapped {
+        /// The probe point's address.
+        addr: u64,
+        /// The ELF file it was looked for in.
+        path: PathBuf,
+    },
+    /// The uprobe multi-link program could not be prepared or the kernel cannot make such links.
     #[error("preparing uprobe multi links failed: {0}")]
     Multi(String),
+    /// The kernel would not create the multi link of a file's probes.
     #[error("attaching probes to {path} failed: {source}")]
     Link {
+        /// The file whose probes could not be attached.
         path: PathBuf,
+        /// What the operating system said.
         source: std::io::Error,
     },
 }
@@ -67,24 +130,50 @@ pub enum AttachError {
 /// Starting a tracing session: any of the above, or a target with nothing to trace.
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
+    /// An ELF file's tables could not be read.
     #[error(transparent)]
     Table(#[from] TableError),
+    /// A target process could not be found or inspected.
     #[error(transparent)]
     Target(#[from] TargetError),
+    /// The eBPF programs could not be loaded or the probes attached.
     #[error(transparent)]
     Attach(#[from] AttachError),
+    /// The operating system would not start the tracing thread.
+    #[error("cannot start the tracing thread: {0}")]
+    Thread(std::io::Error),
+    /// The tracing thread panicked before it reported back.
+    #[error(
+        "the tracing thread panicked (a bug in rseq-trace: please report it with the log above)"
+    )]
+    Panicked,
+    /// The operating system would not start the hold watchdog.
     #[error("cannot start the hold watchdog (which continues held processes should rseq-trace die): {0}")]
     Watchdog(std::io::Error),
+    /// A file, or every object a process maps, has no rseq tables at all.
     #[error("no rseq tables in {path} (no __rseq_cs, __rseq_table or __rseq_markers section); was it built with librseq, tcmalloc or rseq-marker?")]
-    NoTables { path: String },
+    NoTables {
+        /// The file, or a description of the objects, as shown to the user.
+        path: String,
+    },
+    /// A process's executable has no critical sections in its ELF tables.
     #[error("{exe} (pid {pid}) has no rseq critical sections in its ELF tables (no __rseq_cs); it must be built with librseq-style tables")]
-    NoSections { exe: String, pid: u32 },
+    NoSections {
+        /// The process's executable.
+        exe: String,
+        /// The process traced.
+        pid: u32,
+    },
+    /// Sections were found but every one was refused as unsafe to probe.
     #[error(
         "none of the {count} critical sections of {exe} can be probed safely (first: {reason})"
     )]
     NothingSafe {
+        /// The object of the first section refused.
         exe: String,
+        /// How many critical sections were found.
         count: usize,
+        /// Why the first section was refused.
         reason: String,
     },
 }

@@ -7,6 +7,8 @@
 //! the traced processes, and [`sampling`] opens its windows; counter values are read into
 //! [`snapshot`]s, which the views ([`output`]) and the Prometheus exporter ([`export`]) show.
 
+#![warn(missing_docs)]
+
 #[cfg(feature = "bench")]
 pub mod bench_rig;
 pub mod bpf;

@@ -1,15 +1,13 @@
-use std::{
-    process::ExitCode,
-    sync::{Arc, Mutex},
-};
+use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
 use rseq_trace::{
     output::list as listing,
     session::{
+        runner::Running,
         spawn::{spawn_gated, GatedChild},
-        Session, TargetSpec,
+        TargetSpec,
     },
 };
 
@@ -76,13 +74,13 @@ async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCo
         .map(|p| TargetSpec::Pid(*p))
         .chain(targets.binaries.iter().cloned().map(TargetSpec::Binary))
         .collect();
-    let engine = Arc::new(Mutex::new(Session::start(&specs, out.mode.into())?));
+    let running = Running::start(specs, out.mode.into(), out.budget)?;
     let shown = agent::Shown {
         binary_mode: !targets.binaries.is_empty(),
         shares_terminal: false,
     };
-    let report = agent::run(&engine, &out, shown).await?;
-    drop(engine); // detach every probe before printing
+    // Every probe is detached before the summary is printed.
+    let report = agent::run(running, &out, shown).await?;
     agent::emit(&report, &out)?;
     Ok(ExitCode::SUCCESS)
 }
@@ -91,14 +89,12 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
     let child =
         spawn_gated(&args.command).with_context(|| format!("cannot start {}", args.command[0]))?;
     let pid = child.pid;
-    let engine = match Session::start(
-        &[TargetSpec::Command {
-            pid,
-            exe: child.exe.clone(),
-        }],
-        args.output.mode.into(),
-    ) {
-        Ok(e) => e,
+    let spec = TargetSpec::Command {
+        pid,
+        exe: child.exe.clone(),
+    };
+    let running = match Running::start(vec![spec], args.output.mode.into(), args.output.budget) {
+        Ok(r) => r,
         Err(e) => {
             // Never leave the stopped child behind.
             let _ = rseq_trace::session::procfs::send_signal(pid, rustix::process::Signal::KILL);
@@ -106,15 +102,13 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
             return Err(e.into());
         }
     };
-    let engine = Arc::new(Mutex::new(engine));
     child.release()?;
     let waiter = tokio::task::spawn_blocking(move || GatedChild::wait(pid));
     let shown = agent::Shown {
         binary_mode: false,
         shares_terminal: true,
     };
-    let report = agent::run(&engine, &args.output, shown).await?;
-    drop(engine);
+    let report = agent::run(running, &args.output, shown).await?;
     let status = waiter.await??;
     agent::emit(&report, &args.output)?;
     Ok(ExitCode::from(status.code().clamp(0, 255) as u8))

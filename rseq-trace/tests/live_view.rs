@@ -142,7 +142,7 @@ fn the_live_view_draws_on_the_alternate_screen_and_gives_the_terminal_back() {
     );
     // The summary comes after the terminal is given back, and the log lines kept meanwhile.
     assert!(
-        after.contains("COMMITS") && after.contains("tracing pid"),
+        after.contains("COMMITS") && after.contains("the traced processes exited"),
         "{after:?}"
     );
 }

@@ -6,11 +6,11 @@ use iced_x86::{Decoder, DecoderOptions, FlowControl, Instruction, Mnemonic, OpKi
 use serde::Serialize;
 
 use crate::{
-    error::AttachError,
     elf::{
         image::{Arch, ElfImage},
         markers, CriticalSection,
     },
+    error::AttachError,
 };
 
 /// The probe points of one section, all outside every section.
@@ -40,22 +40,58 @@ pub struct ProbePlan {
 /// summary's JSON and the metrics' `reason` label use; the message says what was found.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
+    /// x86-64: the instruction that ends at start_ip is known, and it stores no pointer.
     #[error("the instruction before start_ip {start_ip:#x} is `{insn}`, not the store of the descriptor address")]
-    NotTheStore { start_ip: u64, insn: String },
+    NotTheStore {
+        /// The section's first instruction.
+        start_ip: u64,
+        /// The instruction found before it, disassembled.
+        insn: String,
+    },
+    /// x86-64, without a symbol: no pointer store of any length ends at start_ip.
     #[error("no store of the descriptor address ends at start_ip {start_ip:#x}")]
-    NoStore { start_ip: u64 },
+    NoStore {
+        /// The section's first instruction.
+        start_ip: u64,
+    },
+    /// x86-64, without a symbol: pointer stores of more than one length end at start_ip.
     #[error("the instruction before start_ip {start_ip:#x} is ambiguous without a symbol")]
-    AmbiguousStore { start_ip: u64 },
+    AmbiguousStore {
+        /// The section's first instruction.
+        start_ip: u64,
+    },
+    /// aarch64: the four bytes before start_ip cannot be read from the file.
     #[error("cannot read the instruction before start_ip {start_ip:#x}")]
-    Unreadable { start_ip: u64 },
+    Unreadable {
+        /// The section's first instruction.
+        start_ip: u64,
+    },
+    /// aarch64: the instruction before start_ip is not a 64-bit `str`.
     #[error("the instruction before start_ip {start_ip:#x} ({word:#010x}) is not a 64-bit str")]
-    NotAStr { start_ip: u64, word: u32 },
+    NotAStr {
+        /// The section's first instruction.
+        start_ip: u64,
+        /// The instruction word found before it.
+        word: u32,
+    },
+    /// A probe point lies inside a critical section (this one or another).
     #[error(
         "refusing to probe {addr:#x}: it lies inside the critical section at {start:#x}..{end:#x}"
     )]
-    InsideSection { addr: u64, start: u64, end: u64 },
+    InsideSection {
+        /// The probe point refused.
+        addr: u64,
+        /// The start_ip of the section it lies in.
+        start: u64,
+        /// The post_commit_ip of that section.
+        end: u64,
+    },
+    /// A probe point lies outside the file's executable code.
     #[error("probe point {addr:#x} is not in executable code")]
-    NotCode { addr: u64 },
+    NotCode {
+        /// The probe point refused.
+        addr: u64,
+    },
 }
 
 impl Refusal {
@@ -163,6 +199,7 @@ pub struct Guard {
 }
 
 impl Guard {
+    /// The guard over `all`, the critical sections of one file.
     pub fn new(all: &[CriticalSection]) -> Self {
         let mut ranges: Vec<(u64, u64, usize)> = all
             .iter()

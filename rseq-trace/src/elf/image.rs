@@ -13,7 +13,9 @@ use crate::error::TableError;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Arch {
+    /// x86-64 (`EM_X86_64`).
     X86_64,
+    /// 64-bit Arm (`EM_AARCH64`).
     Aarch64,
 }
 
@@ -26,6 +28,7 @@ type SectionInfo = (u64, u64, Option<(u64, u64)>);
 /// also writes the link-time value into the file, lld (without `-z pack-relative-relocs`) does
 /// not, so a pointer is read from the relocation's addend when there is one.
 pub struct ElfImage {
+    /// The architecture the file is built for.
     pub arch: Arch,
     data: Vec<u8>,
     /// Link-time address of a relocated word -> its addend (the link-time value it points to).
@@ -43,6 +46,7 @@ pub struct ElfImage {
 }
 
 impl ElfImage {
+    /// Reads and parses the ELF file at `path`.
     pub fn open(path: &Path) -> Result<Self, TableError> {
         let data = fs::read(path).map_err(|source| TableError::Io {
             path: path.to_owned(),
@@ -51,6 +55,7 @@ impl ElfImage {
         Self::parse(path, data)
     }
 
+    /// Parses `data`, the contents of the file at `path` (which errors name).
     pub fn parse(path: &Path, data: Vec<u8>) -> Result<Self, TableError> {
         let not_elf = |reason: String| TableError::NotElf {
             path: path.to_owned(),
@@ -208,6 +213,7 @@ impl ElfImage {
         self.bytes(vaddr, max.min(left))
     }
 
+    /// A 32-bit word (never relocated), such as RSEQ_SIG or an aarch64 instruction.
     pub fn read_u32(&self, vaddr: u64) -> Option<u32> {
         Some(u32::from_le_bytes(self.bytes(vaddr, 4)?.try_into().ok()?))
     }
@@ -225,7 +231,6 @@ impl ElfImage {
         Some(u64::from_le_bytes(self.bytes(vaddr, 8)?.try_into().ok()?))
     }
 
-    /// The function symbol containing `vaddr`: (start address, name).
     /// [start, end) of the function symbol containing `vaddr`, when its size is known.
     pub fn function_range(&self, vaddr: u64) -> Option<(u64, u64)> {
         let i = self.functions.partition_point(|f| f.0 <= vaddr);
@@ -236,6 +241,8 @@ impl ElfImage {
         Some((*start, end))
     }
 
+    /// (start address, name) of the function symbol containing `vaddr`; one of unknown size
+    /// reaches up to the next function.
     pub fn function_at(&self, vaddr: u64) -> Option<(u64, &str)> {
         let i = self.functions.partition_point(|f| f.0 <= vaddr);
         let (start, size, name) = self.functions.get(i.checked_sub(1)?)?;

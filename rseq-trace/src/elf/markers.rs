@@ -6,6 +6,7 @@ use super::{
     TableWarning,
 };
 
+/// The ELF section that holds the marker table.
 pub const SECTION: &str = "__rseq_markers";
 const RECORD_SIZE: usize = 24;
 const VERSION: u16 = 1;
@@ -14,8 +15,11 @@ const VERSION: u16 = 1;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum MarkerKind {
+    /// Before the store of the descriptor address: every attempt passes it once.
     Start,
+    /// At post_commit_ip, on the commit path only.
     Finish,
+    /// At an abort handler (right after RSEQ_SIG), or at any other exit, where it means a cancel.
     Abort,
 }
 
@@ -28,6 +32,7 @@ pub struct Marker {
     pub key: u64,
     /// The key object's symbol: the group's name.
     pub key_name: Option<String>,
+    /// What the marker says about the code at `ip`.
     pub kind: MarkerKind,
 }
 

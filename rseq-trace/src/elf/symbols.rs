@@ -30,6 +30,7 @@ pub struct SourceLocation {
 pub struct Symbolizer(Option<addr2line::Loader>);
 
 impl Symbolizer {
+    /// The DWARF reader of the file at `path`, or one that finds nothing if it has none.
     pub fn new(path: &Path) -> Self {
         Symbolizer(addr2line::Loader::new(path).ok())
     }

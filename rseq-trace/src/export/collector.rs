@@ -5,7 +5,7 @@ use std::{
     collections::BTreeMap,
     sync::{
         atomic::{AtomicU64, Ordering},
-        Arc, Mutex,
+        Mutex,
     },
     time::Instant,
 };
@@ -18,46 +18,56 @@ use prometheus::{
 use rseq_common::{health::Health, mode::Mode};
 
 pub use crate::export::scrape::ProcessLabels;
-use crate::{snapshot::counts::Tally, session::Session, sampling::SamplingStats, export::scrape::ScrapeView};
+use crate::{
+    export::scrape::ScrapeView,
+    sampling::SamplingStats,
+    snapshot::{counts::Tally, Reader},
+};
 
 /// A counter family: name, help text, and the tally field it exports.
 type CounterSpec = (&'static str, &'static str, fn(&Tally) -> u64);
 /// A gauge family, likewise.
 type GaugeSpec = (&'static str, &'static str, fn(&Tally) -> f64);
 
-/// The custom collector: every scrape reads the maps through the engine.
+/// The custom collector: every scrape takes a snapshot with its own reader, never through the
+/// session, so a scrape of any size cannot delay the tracer.
 pub struct Exporter {
-    engine: Arc<Mutex<Session>>,
+    reader: Reader,
     labels: ProcessLabels,
     per_cpu: bool,
     read_errors: AtomicU64,
     /// Duration of the previous scrape's map read, in nanoseconds.
     last_read_ns: AtomicU64,
+    /// Held while a scrape renders.
+    rendering: Mutex<()>,
 }
 
 impl Exporter {
-    pub fn new(engine: Arc<Mutex<Session>>, labels: ProcessLabels, per_cpu: bool) -> Self {
+    /// A collector over `reader`'s snapshots.
+    pub fn new(reader: Reader, labels: ProcessLabels, per_cpu: bool) -> Self {
         Exporter {
-            engine,
+            reader,
             labels,
             per_cpu,
             read_errors: AtomicU64::new(0),
             last_read_ns: AtomicU64::new(0),
+            rendering: Mutex::new(()),
         }
     }
 
-    /// The maps and labels, read under the engine's lock, which is released on return.
+    /// A snapshot, reduced to what the metrics show.
     fn read(&self) -> Option<ScrapeView> {
-        let Ok(engine) = self.engine.lock() else {
-            self.read_errors.fetch_add(1, Ordering::Relaxed);
-            return None;
-        };
         let started = Instant::now();
-        match ScrapeView::read(&engine, self.labels, self.per_cpu) {
-            Ok(view) => {
+        match self.reader.take() {
+            Ok((catalog, snapshot)) => {
                 self.last_read_ns
                     .store(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-                Some(view)
+                Some(ScrapeView::new(
+                    &catalog,
+                    &snapshot,
+                    self.labels,
+                    self.per_cpu,
+                ))
             }
             Err(e) => {
                 tracing::warn!("scrape: reading the maps failed: {e}");
@@ -69,6 +79,10 @@ impl Exporter {
 
     /// The text exposition of everything, as served on `/metrics`.
     pub fn render(&self) -> String {
+        // One render at a time: a render at 10,000 sections in exact mode holds about 70 MiB,
+        // and scrapes that come faster than they render would otherwise pile up. The session
+        // never takes this lock.
+        let _one_at_a_time = self.rendering.lock();
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.collect(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

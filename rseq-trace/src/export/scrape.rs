@@ -1,14 +1,15 @@
-//! What a scrape takes from the engine while it holds the engine's lock: the counter values,
-//! summed into one [`Tally`] per label set, and the few figures the health metrics show. Building
-//! the metric families and encoding them (most of a scrape's time: 0.7 s at 10,000 sections in
-//! exact mode) happens after the lock is released, so the poll loop, which continues processes
-//! held at library loads, waits only for the map read.
+//! What a scrape exports, taken from one snapshot: the counter values summed into one
+//! [`Tally`] per label set, and the few figures the health metrics show.
 
 use std::{collections::BTreeMap, time::Duration};
 
 use rseq_common::{health::Health, mode::Mode};
 
-use crate::{snapshot::counts::Tally, session::Session, error::SessionError, sampling::SamplingStats};
+use crate::{
+    catalog::Catalog,
+    sampling::SamplingStats,
+    snapshot::{counts::Tally, Snapshot},
+};
 
 /// How processes appear in the labels.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,38 +38,46 @@ impl ProcessLabels {
 /// One scrape's copy of everything it exports.
 #[derive(Debug)]
 pub struct ScrapeView {
+    /// The tracing mode, which decides what the counts mean.
     pub mode: Mode,
     /// Label values (in [`ProcessLabels::names`] order) -> their counts.
     pub series: BTreeMap<Vec<String>, Tally>,
+    /// Events the eBPF side could not attribute, indexed by [`Health`].
     pub health: [u64; Health::COUNT as usize],
+    /// Uprobes attached.
     pub probes: usize,
+    /// Critical sections with probes.
     pub traced_sections: usize,
     /// The reason label of every section not traced.
     pub skipped: Vec<&'static str>,
+    /// Whether the rseq_ip_fixup tracepoint is attached, so kernel restarts are counted.
     pub restarts_counted: bool,
+    /// Sampled mode: the windows and what they cost.
     pub sampling: SamplingStats,
+    /// Longest time between two passes of the tracer's poll loop since start.
     pub poll_gap_max: Duration,
 }
 
 impl ScrapeView {
     /// Reads the maps and copies what the metrics need.
-    pub fn read(
-        engine: &Session,
+    pub fn new(
+        catalog: &Catalog,
+        snapshot: &Snapshot,
         labels: ProcessLabels,
         per_cpu: bool,
-    ) -> Result<ScrapeView, SessionError> {
-        let snapshot = engine.snapshot()?;
+    ) -> ScrapeView {
+        let status = &snapshot.status;
         let mut series: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
         for (k, c) in &snapshot.counts {
-            let Some(section) = engine.sections.get(k.section as usize) else {
+            let Some(section) = catalog.section(k.section) else {
                 continue;
             };
             let mut values = match labels {
                 ProcessLabels::Pid => {
-                    if engine.has_exited(k.tgid) {
+                    if status.exited.contains(&k.tgid) {
                         continue;
                     }
-                    let comm = engine.processes.get(&k.tgid).cloned().unwrap_or_default();
+                    let comm = status.processes.get(&k.tgid).cloned().unwrap_or_default();
                     vec![comm, k.tgid.to_string(), section.key.clone()]
                 }
                 ProcessLabels::Binary => vec![section.object.clone(), section.key.clone()],
@@ -81,22 +90,21 @@ impl ScrapeView {
                 .or_default()
                 .add(&Tally::from_counters(c));
         }
-        let skipped: Vec<&'static str> = engine
-            .sections
-            .iter()
+        let skipped: Vec<&'static str> = catalog
+            .sections()
             .filter_map(|s| s.plan.as_ref().err())
             .map(|why| why.label())
             .collect();
-        Ok(ScrapeView {
-            mode: engine.mode(),
+        ScrapeView {
+            mode: status.mode,
             series,
             health: snapshot.health,
-            probes: engine.probes(),
-            traced_sections: engine.sections.len() - skipped.len(),
+            probes: status.probes,
+            traced_sections: catalog.len() - skipped.len(),
             skipped,
-            restarts_counted: engine.restarts_counted(),
-            sampling: engine.sampling,
-            poll_gap_max: engine.poll_gap.max(),
-        })
+            restarts_counted: status.restarts_counted,
+            sampling: status.sampling,
+            poll_gap_max: status.poll_gap.max(),
+        }
     }
 }

@@ -6,23 +6,29 @@ use std::{fmt::Write as _, path::Path};
 use serde::Serialize;
 
 use crate::{
-    error::{SessionError, TableError},
     catalog::probe_plan::{self, ProbePlan},
     elf::symbols::{self, SourceLocation, Symbolizer},
     elf::{self, image::Arch, image::ElfImage, CriticalSection, TableWarning},
+    error::{SessionError, TableError},
     session::procfs,
 };
 
+/// One ELF file's listing: its critical sections and what was wrong with its tables.
 #[derive(Debug, Serialize)]
 pub struct ObjectListing {
+    /// The file, as the user or the process names it.
     pub path: String,
+    /// The architecture the file is built for.
     pub arch: Arch,
     /// No static symbol table: functions are named from dynamic symbols only, if at all.
     pub stripped: bool,
+    /// Its critical sections, by start_ip.
     pub sections: Vec<ListedSection>,
+    /// What is wrong with single table entries, each with where it is.
     pub warnings: Vec<TableWarning>,
 }
 
+/// One critical section as `list` shows it.
 #[derive(Debug, Serialize)]
 pub struct ListedSection {
     /// `function+0xoffset` of start_ip.
@@ -32,6 +38,7 @@ pub struct ListedSection {
     pub section: CriticalSection,
     /// file:line of start_ip and its inline chain, where DWARF is present.
     pub source: Option<SourceLocation>,
+    /// Where the probes would go, or `null` with `refused` saying why there are none.
     pub probes: Option<ProbePlan>,
     /// Why it has no probes, for people.
     pub refused: Option<String>,

@@ -9,9 +9,12 @@ use std::{
 };
 
 use crate::{
-    snapshot::counts::Tally,
+    output::{
+        report::{KeyReport, Report},
+        summary,
+    },
     sampling::estimate,
-    output::report::{self, KeyReport, Report},
+    snapshot::counts::Tally,
 };
 
 /// What the live table is sorted by.
@@ -31,8 +34,11 @@ pub enum SortBy {
 /// What a rate is of.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Series {
+    /// One key, by name.
     Key(String),
+    /// All keys together on one CPU, the one the attempts entered on.
     Cpu(u32),
+    /// All keys together in one process, by pid.
     Process(u32),
 }
 
@@ -62,9 +68,13 @@ pub struct Rates {
 /// Events per second of one key.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Rate {
+    /// Attempts entered per second.
     pub entries: f64,
+    /// Attempts committed per second.
     pub commits: f64,
+    /// Attempts aborted per second.
     pub aborts: f64,
+    /// Attempts cancelled (left by an exit point) per second.
     pub cancels: f64,
     /// Sampled mode: ± per second around `entries` and `commits` (they are estimates); `None`
     /// when no abort or cancel was seen in a window yet, entries are then only those counted.
@@ -72,6 +82,7 @@ pub struct Rate {
 }
 
 impl Rates {
+    /// No totals yet; rates are over `window`.
     pub fn new(window: Duration) -> Self {
         Rates {
             history: VecDeque::new(),
@@ -79,6 +90,7 @@ impl Rates {
         }
     }
 
+    /// Adds the totals at `at`, dropping those older than the window (the last two stay).
     pub fn push(&mut self, at: Instant, totals: BTreeMap<Series, Tally>) {
         self.history.push_back((at, totals));
         while self
@@ -150,8 +162,11 @@ pub const COLUMNS: [&str; 7] = [
 
 /// One key's row: its name, the [`COLUMNS`] as text, and its aborts per CPU.
 pub struct RowText<'a> {
+    /// The key's name.
     pub key: &'a str,
+    /// The [`COLUMNS`] as text, the key's name first.
     pub cells: Vec<String>,
+    /// `cpu:aborts` for each CPU with aborts, space-separated.
     pub by_cpu: String,
 }
 
@@ -225,7 +240,7 @@ pub fn sorted_rows<'a>(report: &'a Report, rates: &Rates, sort: SortBy) -> Vec<R
                     format!("{:.1}", last.aborts),
                     format!("{:.1}", win.aborts),
                     format!("{:.1}", last.cancels),
-                    report::percent(k.abort_ratio, &k.total),
+                    summary::percent(k.abort_ratio, &k.total),
                 ],
                 by_cpu: by_cpu.join(" "),
             }

@@ -4,4 +4,5 @@ pub mod list;
 pub mod live;
 pub mod positions;
 pub mod report;
+pub mod summary;
 pub mod tui;

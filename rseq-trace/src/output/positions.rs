@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-
 /// One bar of the histogram.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Position {

@@ -1,20 +1,21 @@
 //! The summary of a tracing run: per section, per key, per CPU and per process, as a table for
 //! people or JSON for scripts.
 
-use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
+use std::{collections::BTreeMap, time::Duration};
 
 use rseq_common::{health::Health, mode::Mode};
 use serde::Serialize;
 
 use crate::{
-    snapshot::counts::Snapshot,
-    snapshot::counts::Tally,
-    session::Session,
-    output::positions::{self, Position},
     catalog::probe_plan::ProbePlan,
+    catalog::Catalog,
+    output::positions::{self, Position},
     sampling::SamplingStats,
+    snapshot::counts::Tally,
+    snapshot::Snapshot,
 };
 
+/// The summary of a tracing run, as the table and the JSON output show it.
 #[derive(Debug, Serialize)]
 pub struct Report {
     /// `exact`; `aborts` (entries and commits not counted: `null`, and so is `abort_ratio`); or
@@ -27,10 +28,13 @@ pub struct Report {
     pub kernel_restarts_counted: bool,
     /// Whether restarts have causes (the scheduler and signal tracepoints were available).
     pub restart_causes_counted: bool,
+    /// Per key, its sections and counts, in key order.
     pub keys: Vec<KeyReport>,
     /// All keys together, per CPU the attempts entered on.
     pub per_cpu: BTreeMap<u32, Tally>,
+    /// Per section, its addresses, probes and counts, in catalog order.
     pub sections: Vec<SectionReport>,
+    /// Per traced process, its counts in total and per key.
     pub processes: Vec<ProcessReport>,
     /// Events the eBPF side could not attribute, by cause (all zero in a clean run).
     pub health: BTreeMap<&'static str, u64>,
@@ -45,8 +49,11 @@ pub struct Report {
 /// A key: the group a marker table names, or a single section.
 #[derive(Debug, Serialize)]
 pub struct KeyReport {
+    /// The marker key, or the section's name when no marker table names a group.
     pub key: String,
+    /// The names of the key's sections.
     pub sections: Vec<String>,
+    /// The counts of all the key's sections together.
     #[serde(flatten)]
     pub total: Tally,
     /// `null` where entries are unknown ([`Tally::abort_ratio`]).
@@ -61,144 +68,81 @@ pub struct KeyReport {
 /// Bars of a key's position histogram kept in the report.
 pub const TOP_POSITIONS: usize = 10;
 
+/// One critical section: where it is, how it is probed, and what it counted.
 #[derive(Debug, Serialize)]
 pub struct SectionReport {
+    /// `function+0xoffset` of start_ip, or the bare address without symbols.
     pub name: String,
+    /// The key the section is counted under.
     pub key: String,
+    /// The file it is in, as the traced process (or the user) names it.
     pub object: String,
+    /// The section's first instruction.
     pub start_ip: u64,
+    /// The first instruction after the commit.
     pub post_commit_ip: u64,
+    /// The abort handler, where the kernel sends an interrupted attempt.
     pub abort_ip: u64,
+    /// Exit points other than commit and abort (cancels).
     pub exits: Vec<u64>,
     /// Where the probes are, or `null` with `refused` saying why there are none.
     pub probes: Option<ProbePlan>,
+    /// Why the section is not probed, or `null` when it is.
     pub refused: Option<String>,
     /// The kind of refusal, a stable label (`no_entry_store`, `probe_in_section`, `other`).
     pub refusal: Option<&'static str>,
+    /// The section's counts.
     #[serde(flatten)]
     pub total: Tally,
+    /// `null` where entries are unknown ([`Tally::abort_ratio`]).
     pub abort_ratio: Option<f64>,
+    /// Per CPU the attempts entered on; CPUs with no entries are left out.
     pub per_cpu: BTreeMap<u32, Tally>,
 }
 
+/// One traced process and what its attempts counted.
 #[derive(Debug, Serialize)]
 pub struct ProcessReport {
+    /// The process id (its tgid).
     pub pid: u32,
+    /// Its command name, or `?` when its name was not seen.
     pub comm: String,
+    /// The process's counts over all keys.
     #[serde(flatten)]
     pub total: Tally,
+    /// The process's counts per key.
     pub per_key: BTreeMap<String, Tally>,
 }
 
 impl Report {
-    pub fn new(engine: &Session, snapshot: &Snapshot, elapsed: Duration) -> Self {
-        let key_of = |section: u32| engine.sections.get(section as usize).map(|s| s.key.clone());
-        let mode = engine.mode();
-        let sampled = mode == Mode::Sampled;
-        let per_key = finish(snapshot.group_by(|k| key_of(k.section)), mode);
-        // Each regrouped once (linear in the counter sets), then taken whole per key, section
-        // or process, rather than filtered out of the flat map for each of them.
-        let mut per_key_cpu = nest(
-            finish(
-                snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu))),
-                mode,
-            ),
-            Tally::seen,
-        );
-        let per_section = finish(snapshot.group_by(|k| Some(k.section)), mode);
-        let mut per_section_cpu = nest(
-            finish(snapshot.group_by(|k| Some((k.section, k.cpu))), mode),
-            Tally::seen,
-        );
-        let per_process = finish(snapshot.group_by(|k| Some(k.tgid)), mode);
-        let mut per_process_key = nest(
-            finish(
-                snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key))),
-                mode,
-            ),
-            |_| true,
-        );
-
-        let mut bars: BTreeMap<String, Vec<Position>> = BTreeMap::new();
-        for ((section, offset), restarts) in positions::by_section_offset(&snapshot.positions) {
-            let Some(s) = engine.sections.get(section as usize) else {
-                continue;
-            };
-            let (instruction, source) = engine.describe_position(section, offset);
-            bars.entry(s.key.clone()).or_default().push(Position {
-                section: s.name.clone(),
-                offset,
-                restarts,
-                instruction,
-                source,
-            });
-        }
-        let mut keys: BTreeMap<String, KeyReport> = BTreeMap::new();
-        for s in &engine.sections {
-            let total = per_key
-                .get(&s.key)
-                .copied()
-                .unwrap_or_else(|| as_counted(Tally::default(), mode));
-            keys.entry(s.key.clone())
-                .or_insert_with(|| KeyReport {
-                    key: s.key.clone(),
-                    sections: vec![],
-                    abort_ratio: total.abort_ratio(),
-                    total,
-                    per_cpu: per_key_cpu.remove(&s.key).unwrap_or_default(),
-                    positions: positions::hottest(
-                        bars.remove(&s.key).unwrap_or_default(),
-                        TOP_POSITIONS,
-                    ),
-                })
-                .sections
-                .push(s.name.clone());
-        }
-        let sections = engine
-            .sections
-            .iter()
-            .map(|s| {
-                let total = per_section
-                    .get(&s.id)
-                    .copied()
-                    .unwrap_or_else(|| as_counted(Tally::default(), mode));
-                SectionReport {
-                    name: s.name.clone(),
-                    key: s.key.clone(),
-                    object: s.object.clone(),
-                    start_ip: s.cs.start_ip,
-                    post_commit_ip: s.cs.post_commit_ip,
-                    abort_ip: s.cs.abort_ip,
-                    exits: s.cs.exits.clone(),
-                    probes: s.plan.as_ref().ok().cloned(),
-                    refused: s.plan.as_ref().err().map(ToString::to_string),
-                    refusal: s.plan.as_ref().err().map(|r| r.label()),
-                    abort_ratio: total.abort_ratio(),
-                    total,
-                    per_cpu: per_section_cpu.remove(&s.id).unwrap_or_default(),
-                }
-            })
-            .collect();
-        let processes = per_process
+    /// The report of one snapshot, named by the catalog.
+    pub fn new(catalog: &Catalog, snapshot: &Snapshot, elapsed: Duration) -> Self {
+        let status = &snapshot.status;
+        let mode = status.mode;
+        let mut groups = Groups::new(catalog, snapshot);
+        let keys = key_reports(catalog, &mut groups, &snapshot.positions);
+        let sections = section_reports(catalog, &mut groups);
+        let processes = groups
+            .per_process
             .iter()
             .map(|(pid, total)| ProcessReport {
                 pid: *pid,
-                comm: engine
+                comm: status
                     .processes
                     .get(pid)
                     .cloned()
                     .unwrap_or_else(|| "?".into()),
                 total: *total,
-                per_key: per_process_key.remove(pid).unwrap_or_default(),
+                per_key: groups.per_process_key.remove(pid).unwrap_or_default(),
             })
             .collect();
         Report {
-            mode: engine.mode(),
+            mode,
             seconds: elapsed.as_secs_f64(),
-            kernel_restarts_counted: engine.restarts_counted(),
-            restart_causes_counted: engine.causes_counted(),
-            warnings: probe_warnings(keys.values()),
-            keys: keys.into_values().collect(),
+            kernel_restarts_counted: status.restarts_counted,
+            restart_causes_counted: status.causes_counted,
+            warnings: probe_warnings(keys.iter()),
+            keys,
             per_cpu: finish(snapshot.group_by(|k| Some(k.cpu)), mode),
             sections,
             processes,
@@ -206,122 +150,123 @@ impl Report {
                 .iter()
                 .map(|h| (h.name(), snapshot.health[*h as usize]))
                 .collect(),
-            sampling: sampled.then_some(engine.sampling),
+            sampling: (mode == Mode::Sampled).then_some(status.sampling),
+        }
+    }
+}
+
+/// The tallies regrouped once each (linear in the counter sets), then taken whole per key,
+/// section or process, rather than filtered out of the flat map for each of them.
+struct Groups {
+    mode: Mode,
+    per_key: BTreeMap<String, Tally>,
+    per_key_cpu: BTreeMap<String, BTreeMap<u32, Tally>>,
+    per_section: BTreeMap<u32, Tally>,
+    per_section_cpu: BTreeMap<u32, BTreeMap<u32, Tally>>,
+    per_process: BTreeMap<u32, Tally>,
+    per_process_key: BTreeMap<u32, BTreeMap<String, Tally>>,
+}
+
+impl Groups {
+    fn new(catalog: &Catalog, snapshot: &Snapshot) -> Self {
+        let mode = snapshot.status.mode;
+        let key_of = |section: u32| catalog.section(section).map(|s| s.key.clone());
+        let by_key_cpu = snapshot.group_by(|k| key_of(k.section).map(|key| (key, k.cpu)));
+        let by_process_key = snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key)));
+        Groups {
+            mode,
+            per_key: finish(snapshot.group_by(|k| key_of(k.section)), mode),
+            per_key_cpu: nest(finish(by_key_cpu, mode), Tally::seen),
+            per_section: finish(snapshot.group_by(|k| Some(k.section)), mode),
+            per_section_cpu: nest(
+                finish(snapshot.group_by(|k| Some((k.section, k.cpu))), mode),
+                Tally::seen,
+            ),
+            per_process: finish(snapshot.group_by(|k| Some(k.tgid)), mode),
+            per_process_key: nest(finish(by_process_key, mode), |_| true),
         }
     }
 
-    /// The warnings, one line each, for the end of the summary.
-    fn warnings_text(&self) -> String {
-        self.warnings
-            .iter()
-            .map(|w| format!("warning: {w}\n"))
-            .collect()
+    /// A group's total, or an empty tally as the mode makes it.
+    fn total<G: Ord>(&self, of: &BTreeMap<G, Tally>, group: &G) -> Tally {
+        of.get(group)
+            .copied()
+            .unwrap_or_else(|| as_counted(Tally::default(), self.mode))
     }
+}
 
-    /// The human summary: one row per key, then the processes.
-    pub fn to_table(&self) -> String {
-        let width = self
-            .keys
-            .iter()
-            .map(|k| k.key.len())
-            .max()
-            .unwrap_or(0)
-            .max(3);
-        let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
-            "KEY", "ENTRIES", "COMMITS", "ABORTS", "KERNEL", "CANCELS", "ABORT%"
-        );
-        let counted = self.mode != Mode::Aborts;
-        for k in &self.keys {
-            let t = &k.total;
-            let (entries, commits) = if counted {
-                (shown(t.entries, t), shown(t.commits, t))
-            } else {
-                ("-".into(), "-".into())
-            };
-            let ratio = percent(k.abort_ratio, t);
-            let _ = writeln!(
-                out,
-                "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
-                k.key, entries, commits, t.aborts, t.kernel_restarts, t.cancels, ratio
-            );
+/// One report per key, in key order, with its sections, CPUs and hottest positions.
+fn key_reports(
+    catalog: &Catalog,
+    groups: &mut Groups,
+    positions: &BTreeMap<rseq_common::cause::PositionKey, u64>,
+) -> Vec<KeyReport> {
+    let mut bars = position_bars(catalog, positions);
+    let mut keys: BTreeMap<String, KeyReport> = BTreeMap::new();
+    for s in catalog.sections() {
+        if let Some(k) = keys.get_mut(&s.key) {
+            k.sections.push(s.name.clone());
+            continue;
         }
-        if !counted {
-            let _ = writeln!(out, "(mode aborts: entries and commits are not counted)");
-        }
-        if let Some(s) = &self.sampling {
-            let _ = writeln!(
-                out,
-                "(mode sampled: ~ marks estimates, ± is {} standard errors; {} windows, {:.2} s open, probe cost about {:.2}% of the traced threads' CPU time, budget {}%)",
-                crate::sampling::estimate::SIGMAS,
-                s.windows,
-                s.window_seconds,
-                100.0 * s.probe_cost_seconds / s.traced_cpu_seconds.max(1e-9),
-                s.budget_percent
-            );
-        }
-        if self.kernel_restarts_counted {
-            let _ = writeln!(out, "\nwhy and where they aborted:");
-            for k in &self.keys {
-                let causes: Vec<String> = k
-                    .total
-                    .abort_causes
-                    .named()
-                    .iter()
-                    .filter(|(_, n)| *n > 0)
-                    .map(|(name, n)| format!("{name} {n}"))
-                    .collect();
-                if causes.is_empty() {
-                    continue;
-                }
-                let _ = writeln!(out, "{:<width$}  {}", k.key, causes.join(", "));
-                if let Some(p) = k.positions.first() {
-                    let _ = writeln!(out, "{:<width$}  hottest: {}", "", describe(p));
-                }
-            }
-        }
-        out.push_str(&self.warnings_text());
-        for s in self.sections.iter().filter(|s| s.refused.is_some()) {
-            let _ = writeln!(
-                out,
-                "{}: not traced: {}",
-                s.name,
-                s.refused.as_deref().unwrap_or("")
-            );
-        }
-        if self.processes.len() > 1 {
-            let _ = writeln!(
-                out,
-                "\n{:>8}  {:<16}  {:>12}  {:>12}  {:>10}  {:>10}",
-                "PID", "COMM", "ENTRIES", "COMMITS", "ABORTS", "CANCELS"
-            );
-            for p in &self.processes {
-                let _ = writeln!(
-                    out,
-                    "{:>8}  {:<16}  {:>12}  {:>12}  {:>10}  {:>10}",
-                    p.pid,
-                    p.comm,
-                    shown(p.total.entries, &p.total),
-                    shown(p.total.commits, &p.total),
-                    p.total.aborts,
-                    p.total.cancels
-                );
-            }
-        }
-        let lost: u64 = self.health.values().sum();
-        if lost > 0 {
-            let _ = writeln!(out, "unattributed events: {:?}", self.health);
-        }
-        if !self.kernel_restarts_counted {
-            let _ = writeln!(
-                out,
-                "(KERNEL: not counted, the rseq_ip_fixup tracepoint is unavailable)"
-            );
-        }
-        out
+        let total = groups.total(&groups.per_key, &s.key);
+        let report = KeyReport {
+            key: s.key.clone(),
+            sections: vec![s.name.clone()],
+            abort_ratio: total.abort_ratio(),
+            total,
+            per_cpu: groups.per_key_cpu.remove(&s.key).unwrap_or_default(),
+            positions: positions::hottest(bars.remove(&s.key).unwrap_or_default(), TOP_POSITIONS),
+        };
+        keys.insert(s.key.clone(), report);
     }
+    keys.into_values().collect()
+}
+
+/// Every position's bar, per key, named by instruction and source line.
+fn position_bars(
+    catalog: &Catalog,
+    positions: &BTreeMap<rseq_common::cause::PositionKey, u64>,
+) -> BTreeMap<String, Vec<Position>> {
+    let mut bars: BTreeMap<String, Vec<Position>> = BTreeMap::new();
+    for ((section, offset), restarts) in positions::by_section_offset(positions) {
+        let Some(s) = catalog.section(section) else {
+            continue;
+        };
+        let (instruction, source) = catalog.describe_position(section, offset);
+        bars.entry(s.key.clone()).or_default().push(Position {
+            section: s.name.clone(),
+            offset,
+            restarts,
+            instruction,
+            source,
+        });
+    }
+    bars
+}
+
+/// One report per section, in catalog order.
+fn section_reports(catalog: &Catalog, groups: &mut Groups) -> Vec<SectionReport> {
+    catalog
+        .sections()
+        .map(|s| {
+            let total = groups.total(&groups.per_section, &s.id);
+            SectionReport {
+                name: s.name.clone(),
+                key: s.key.clone(),
+                object: s.object.clone(),
+                start_ip: s.cs.start_ip,
+                post_commit_ip: s.cs.post_commit_ip,
+                abort_ip: s.cs.abort_ip,
+                exits: s.cs.exits.clone(),
+                probes: s.plan.as_ref().ok().cloned(),
+                refused: s.plan.as_ref().err().map(ToString::to_string),
+                refusal: s.plan.as_ref().err().map(|r| r.label()),
+                abort_ratio: total.abort_ratio(),
+                total,
+                per_cpu: groups.per_section_cpu.remove(&s.id).unwrap_or_default(),
+            }
+        })
+        .collect()
 }
 
 /// Tallies as the mode makes them (a sampled run's each extrapolated from its own sums): entries marked unknown in aborts mode, extrapolated in
@@ -343,32 +288,6 @@ fn as_counted(t: Tally, mode: Mode) -> Tally {
         },
         Mode::Sampled => crate::sampling::estimate::extrapolate(&t),
     }
-}
-
-/// An abort ratio in percent, `~` when it rests on estimated entries, `-` where entries are
-/// unknown.
-pub fn percent(ratio: Option<f64>, t: &Tally) -> String {
-    match (ratio, t.estimate) {
-        (None, _) => "-".into(),
-        (Some(r), None) => format!("{:.2}%", 100.0 * r),
-        (Some(r), Some(_)) => format!("~{:.2}%", 100.0 * r),
-    }
-}
-
-/// An entries or commits figure, marked `~N±U` when it is an estimate.
-pub fn shown(value: u64, t: &Tally) -> String {
-    match t.estimate {
-        None => value.to_string(),
-        Some(e) => match e.uncertainty {
-            Some(u) => format!("~{value}±{u}"),
-            None => format!(">={value}"),
-        },
-    }
-}
-
-/// "`sub rcx,1` at start+0xe (file.rs:88) of f+0x3b, 57 restarts".
-pub fn describe(p: &Position) -> String {
-    format!("{} of {}, {} restarts", p.place(), p.section, p.restarts)
 }
 
 /// One warning per key some of whose aborts our own entry probe made ([`Cause::Probe`]).

@@ -263,6 +263,9 @@ mod tests {
     fn sparkline_scales_to_the_maximum() {
         assert_eq!(sparkline(&[0.0, 0.0]), "  ");
         assert_eq!(sparkline(&[0.0, 1.0, 2.0, 4.0]), "▁▃▅█");
-        assert_eq!(crate::output::report::percent(None, &Default::default()), "-");
+        assert_eq!(
+            crate::output::summary::percent(None, &Default::default()),
+            "-"
+        );
     }
 }

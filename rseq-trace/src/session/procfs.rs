@@ -9,11 +9,12 @@ use std::{
 
 use procfs::process::{MMPermissions, MMapPath, Process};
 
-use crate::error::TargetError;
+use crate::{catalog::FileId, error::TargetError};
 
 /// A live process, named by pid.
 #[derive(Debug, Clone)]
 pub struct Target {
+    /// The process id.
     pub pid: u32,
     /// `/proc/PID/exe`: opening it reaches the executable even if it was replaced or lives in
     /// another mount namespace, so the ELF reader uses it.
@@ -23,10 +24,12 @@ pub struct Target {
     pub probe_path: PathBuf,
     /// What `/proc/PID/exe` points to, for people to read.
     pub exe_name: String,
+    /// Its command name, from `/proc/PID/comm`.
     pub comm: String,
 }
 
 impl Target {
+    /// Reads the executable and name of `pid` from `/proc`.
     pub fn from_pid(pid: u32) -> Result<Self, TargetError> {
         let proc_dir = PathBuf::from(format!("/proc/{pid}"));
         if pid == 0 || !proc_dir.exists() {
@@ -54,23 +57,6 @@ impl Target {
     }
 }
 
-/// The identity of a file, whatever path reaches it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct FileId {
-    pub dev: u64,
-    pub ino: u64,
-}
-
-impl FileId {
-    pub fn of(path: &Path) -> io::Result<Self> {
-        let m = fs::metadata(path)?;
-        Ok(FileId {
-            dev: m.dev(),
-            ino: m.ino(),
-        })
-    }
-}
-
 /// A file a process maps executable: its executable, shared libraries, the dynamic loader.
 #[derive(Clone, Debug)]
 pub struct MappedObject {
@@ -81,6 +67,7 @@ pub struct MappedObject {
     /// The path to attach uprobes by: `shown` when it names the same file here (readable in
     /// `bpftool link`), else `open_path`.
     pub probe_path: PathBuf,
+    /// The file's identity (device and inode), the same whichever path reaches it.
     pub id: FileId,
 }
 

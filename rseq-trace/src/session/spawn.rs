@@ -20,6 +20,7 @@ fn child_pid(pid: u32) -> io::Result<Option<Pid>> {
 /// A child process stopped before exec.
 #[derive(Debug)]
 pub struct GatedChild {
+    /// The child's process id.
     pub pid: u32,
     /// The resolved executable it will exec.
     pub exe: PathBuf,
@@ -28,7 +29,9 @@ pub struct GatedChild {
 /// How the command ended, as a shell would report it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ExitStatus {
+    /// It exited with this code.
     Code(i32),
+    /// A signal of this number killed it.
     Signal(i32),
 }
 

@@ -1,12 +1,8 @@
-//! Counter values read from the eBPF maps, the commits derived from them, and their sums per
-//! section, key, CPU and process.
-
-use std::collections::BTreeMap;
+//! Counts of attempts ([`Tally`]): the commits derived from the counters, and their causes.
 
 use rseq_common::{
-    cause::{Cause, PositionKey},
-    counters::{CountKey, Counter, Counters},
-    health::Health,
+    cause::Cause,
+    counters::{Counter, Counters},
 };
 use serde::Serialize;
 
@@ -17,9 +13,13 @@ use crate::sampling::estimate::Estimate;
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 #[serde(into = "TallyJson")]
 pub struct Tally {
+    /// Attempts entered: the entry probe fired.
     pub entries: u64,
+    /// Attempts committed: the entries less the aborts and cancels.
     pub commits: u64,
+    /// Attempts that reached the abort handler, by a kernel restart or the section's own branch.
     pub aborts: u64,
+    /// Attempts left by an exit point other than the commit.
     pub cancels: u64,
     /// The part of `aborts` the kernel caused (preemption, migration, signal); the rest is the
     /// section's own CPU-mismatch branch.
@@ -29,6 +29,7 @@ pub struct Tally {
     /// Sampled mode: aborts and cancels while a window was open (the extrapolation's reference).
     #[serde(skip)]
     pub window_aborts: u64,
+    /// Sampled mode: cancels while a window was open.
     #[serde(skip)]
     pub window_cancels: u64,
     /// Sampled mode: `entries` and `commits` are then estimates; this says how good.
@@ -157,14 +158,18 @@ impl Tally {
 /// signal tracepoints), and the section's own CPU-mismatch branch (the other aborts).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct AbortCauses {
+    /// Restarts after the thread was preempted.
     pub preemption: u64,
+    /// Restarts after the thread was moved to another CPU.
     pub migration: u64,
+    /// Restarts to deliver a signal.
     pub signal: u64,
     /// A restart with none of the above seen (a blocking fault, a membarrier request).
     pub other: u64,
     /// Restarts rseq-trace's own entry probe made: a trap on the descriptor store returned to
     /// start_ip with the section armed. Untraced, these attempts would not have aborted.
     pub probe: u64,
+    /// Aborts the section's own CPU-mismatch branch took: all but the kernel's restarts.
     pub cpu_mismatch: u64,
 }
 
@@ -211,43 +216,6 @@ impl AbortCauses {
     }
 }
 
-/// Every counter at one moment.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Snapshot {
-    pub counts: BTreeMap<CountKey, Counters>,
-    pub health: [u64; Health::COUNT as usize],
-    /// Processes the probes have seen (or the agent registered).
-    pub processes: Vec<u32>,
-    /// Kernel restarts per (process, section, interrupted offset).
-    pub positions: BTreeMap<PositionKey, u64>,
-}
-
-impl Snapshot {
-    /// Sums the tallies of the counter sets `group` maps to `Some(g)`.
-    pub fn group_by<G: Ord>(
-        &self,
-        mut group: impl FnMut(&CountKey) -> Option<G>,
-    ) -> BTreeMap<G, Tally> {
-        let mut out: BTreeMap<G, Tally> = BTreeMap::new();
-        for (k, c) in &self.counts {
-            if let Some(g) = group(k) {
-                out.entry(g).or_default().add(&Tally::from_counters(c));
-            }
-        }
-        out
-    }
-
-    /// Adds another snapshot's counts (the final counts of processes already forgotten).
-    pub fn absorb(&mut self, other: &BTreeMap<CountKey, Counters>) {
-        for (k, c) in other {
-            let mine = self.counts.entry(*k).or_default();
-            for i in 0..Counter::COUNT {
-                mine.0[i] += c.0[i];
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,27 +249,5 @@ mod tests {
             "{json}"
         );
         assert_eq!(json["aborts"], 3);
-    }
-
-    #[test]
-    fn groups_sum_per_key() {
-        let mut s = Snapshot::default();
-        let key = |tgid, section, cpu| CountKey {
-            tgid,
-            section,
-            cpu,
-            _pad: 0,
-        };
-        s.counts.insert(key(1, 0, 0), counters(5, 1, 0, 1));
-        s.counts.insert(key(1, 0, 1), counters(3, 0, 1, 0));
-        s.counts.insert(key(2, 1, 0), counters(7, 2, 2, 1));
-        let per_cpu = s.group_by(|k| (k.section == 0).then_some(k.cpu));
-        assert_eq!(per_cpu[&0].commits, 4);
-        assert_eq!(per_cpu[&1].commits, 2);
-        let per_process = s.group_by(|k| Some(k.tgid));
-        assert_eq!(per_process[&2].entries, 7);
-        let mut later = s.clone();
-        later.absorb(&s.counts);
-        assert_eq!(later.group_by(|k| Some(k.tgid))[&1].entries, 16);
     }
 }

@@ -1,0 +1,163 @@
+//! Attaching uprobes at a section's probe points, one multi link per file and scope (one link
+//! per probe on kernels without multi links), and sampled mode's entry probes, attached only
+//! for its windows.
+
+use std::path::{Path, PathBuf};
+
+use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink, UProbeScope};
+use rseq_common::{mode::Mode, Cookie, Event};
+use tracing::debug;
+
+use super::{multi_link::MultiLink, uprobe, Tracer};
+use crate::{
+    catalog::probe_plan::{Guard, ProbePlan},
+    elf::{image::ElfImage, CriticalSection},
+    error::AttachError,
+};
+
+/// Probes of one file in one scope, attached together as one multi link.
+pub(super) struct ProbeGroup {
+    path: PathBuf,
+    scope: UProbeScope,
+    offsets: Vec<u64>,
+    cookies: Vec<u64>,
+}
+
+/// Attached probes of one group.
+pub(super) enum Links {
+    Multi {
+        _link: MultiLink,
+    },
+    /// Without multi links (Linux before 6.6): one perf-event link per probe.
+    Perf {
+        _links: Vec<UProbeLink>,
+    },
+}
+
+/// Probes that are detached when this is dropped. Detaching waits for the kernel's uprobe grace
+/// period (the breakpoints are gone before that), so sampled mode drops it without holding the
+/// engine.
+pub struct DetachOnDrop {
+    _links: Vec<Links>,
+}
+
+impl Tracer {
+    /// Attaches the probes of `sections` (id and plan) of the file at `path`, as one link.
+    /// Every address passes the inside-a-section guard here, right before the kernel sees it.
+    pub fn attach_object(
+        &mut self,
+        path: &Path,
+        scope: UProbeScope,
+        image: &ElfImage,
+        sections: &[(u32, &ProbePlan)],
+        all: &[CriticalSection],
+    ) -> Result<(), AttachError> {
+        let group = || ProbeGroup {
+            path: path.to_owned(),
+            scope,
+            offsets: Vec::new(),
+            cookies: Vec::new(),
+        };
+        let mut always = group();
+        let mut sampled = group();
+        let guard = Guard::new(all);
+        for (id, plan) in sections {
+            let entry = (self.mode != Mode::Aborts).then_some((plan.entry, Event::Entry));
+            let points = entry
+                .into_iter()
+                .chain([(plan.abort, Event::Abort)])
+                .chain(plan.cancels.iter().map(|a| (*a, Event::Cancel)));
+            for (addr, event) in points {
+                guard.check(addr)?;
+                let offset = image
+                    .file_offset(addr)
+                    .ok_or_else(|| AttachError::NotMapped {
+                        addr,
+                        path: path.to_owned(),
+                    })?;
+                let to = if self.mode == Mode::Sampled && event == Event::Entry {
+                    &mut sampled
+                } else {
+                    &mut always
+                };
+                to.offsets.push(offset);
+                let arms = self.mode != Mode::Aborts && plan.entry_arms();
+                to.cookies
+                    .push(Cookie::new(*id, event).entry_arming(arms).encode());
+            }
+        }
+        if !always.offsets.is_empty() {
+            let links = self.attach_group(&always)?;
+            self.links.push(links);
+            self.probes += always.offsets.len();
+        }
+        if !sampled.offsets.is_empty() {
+            self.sample_groups.push(sampled);
+        }
+        Ok(())
+    }
+
+    fn attach_group(&mut self, g: &ProbeGroup) -> Result<Links, AttachError> {
+        if let Some(multi) = &self.multi {
+            let pid = match g.scope {
+                UProbeScope::OneProcess(pid) => Some(pid.get()),
+                _ => None,
+            };
+            return multi
+                .attach(&g.path, &g.offsets, &g.cookies, pid)
+                .map(|l| Links::Multi { _link: l })
+                .map_err(|source| AttachError::Link {
+                    path: g.path.clone(),
+                    source,
+                });
+        }
+        let program = uprobe(&mut self.ebpf)?;
+        let mut links = Vec::with_capacity(g.offsets.len());
+        for (offset, cookie) in g.offsets.iter().zip(&g.cookies) {
+            let point = UProbeAttachPoint {
+                location: UProbeAttachLocation::AbsoluteOffset(*offset),
+                cookie: Some(*cookie),
+            };
+            let id = program.attach(point, &g.path, g.scope)?;
+            links.push(program.take_link(id)?);
+        }
+        Ok(Links::Perf { _links: links })
+    }
+
+    /// Sampled mode: attaches every entry probe; [`Tracer::open_gate`] then starts counting, so
+    /// that entries, aborts and cancels are counted over the same time. Returns the number of entry probes attached;
+    /// groups whose process or file is gone are dropped.
+    pub fn open_window(&mut self) -> Result<usize, AttachError> {
+        let groups = std::mem::take(&mut self.sample_groups);
+        let mut links = Vec::with_capacity(groups.len());
+        let mut attached = 0;
+        for g in groups {
+            match self.attach_group(&g) {
+                Ok(l) => {
+                    links.push(l);
+                    attached += g.offsets.len();
+                    self.sample_groups.push(g);
+                }
+                Err(e) => debug!("sample points in {} dropped: {e}", g.path.display()),
+            }
+        }
+        self.window = Some(DetachOnDrop { _links: links });
+        Ok(attached)
+    }
+
+    /// Sampled mode: starts counting, once the probes of [`Tracer::open_window`] are settled.
+    pub fn open_gate(&mut self) -> Result<(), AttachError> {
+        self.maps.set_gate(true)
+    }
+
+    /// Sampled mode: closes the gate and hands back the entry probes, detached when dropped.
+    pub fn close_window(&mut self) -> Result<Option<DetachOnDrop>, AttachError> {
+        self.maps.set_gate(false)?;
+        Ok(self.window.take())
+    }
+
+    /// Number of entry probes sampled mode attaches per window.
+    pub fn sample_points(&self) -> usize {
+        self.sample_groups.iter().map(|g| g.offsets.len()).sum()
+    }
+}
