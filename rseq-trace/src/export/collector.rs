@@ -79,9 +79,9 @@ impl Exporter {
 
     /// The text exposition of everything, as served on `/metrics`.
     pub fn render(&self) -> String {
-        // One render at a time: a render at 10,000 sections in exact mode holds about 70 MiB,
-        // and scrapes that come faster than they render would otherwise pile up. The session
-        // never takes this lock.
+        // One render at a time: a render at 10,000 sections in exact mode holds some 250 MiB
+        // (docs/BENCHMARKS.md), and scrapes that come faster than they render would otherwise
+        // pile up. The session never takes this lock.
         let _one_at_a_time = self.rendering.lock();
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.collect(), &mut buf);
