@@ -75,22 +75,7 @@ impl ElfImage {
                 })
             }
         };
-        let relative_type = match arch {
-            Arch::X86_64 => elf::R_X86_64_RELATIVE,
-            Arch::Aarch64 => elf::R_AARCH64_RELATIVE,
-        };
-        let mut relative = HashMap::new();
-        if let Some(relocs) = file.dynamic_relocations() {
-            for (at, r) in relocs {
-                if r.flags()
-                    == (RelocationFlags::Elf {
-                        r_type: relative_type,
-                    })
-                {
-                    relative.insert(at, r.addend() as u64);
-                }
-            }
-        }
+        let relative = relative_relocations(&file, arch);
         let segments = file
             .segments()
             .map(|s| {
@@ -107,25 +92,8 @@ impl ElfImage {
             })
             .collect();
         let has_symtab = file.symbol_table().is_some();
-        let mut names = HashMap::new();
-        for s in file.symbols().chain(file.dynamic_symbols()) {
-            if let (Ok(name), true) = (s.name(), s.address() != 0) {
-                if !name.is_empty()
-                    && s.kind() != SymbolKind::Section
-                    && s.kind() != SymbolKind::File
-                {
-                    names.entry(s.address()).or_insert_with(|| name.to_owned());
-                }
-            }
-        }
-        let mut functions: Vec<_> = file
-            .symbols()
-            .chain(file.dynamic_symbols())
-            .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
-            .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
-            .collect();
-        functions.sort();
-        functions.dedup_by_key(|f| f.0);
+        let names = symbol_names(&file);
+        let functions = functions(&file);
         drop(file);
         Ok(ElfImage {
             arch,
@@ -249,4 +217,51 @@ impl ElfImage {
         let inside = *size == 0 || start.checked_add(*size).is_none_or(|end| vaddr < end);
         inside.then_some((*start, name.as_str()))
     }
+}
+
+/// R_*_RELATIVE relocations of a position-independent file: address -> addend.
+fn relative_relocations(file: &object::File<'_>, arch: Arch) -> HashMap<u64, u64> {
+    let relative_type = match arch {
+        Arch::X86_64 => elf::R_X86_64_RELATIVE,
+        Arch::Aarch64 => elf::R_AARCH64_RELATIVE,
+    };
+    let mut relative = HashMap::new();
+    if let Some(relocs) = file.dynamic_relocations() {
+        for (at, r) in relocs {
+            if r.flags()
+                == (RelocationFlags::Elf {
+                    r_type: relative_type,
+                })
+            {
+                relative.insert(at, r.addend() as u64);
+            }
+        }
+    }
+    relative
+}
+
+/// The first name of every address a symbol names (static and dynamic symbols).
+fn symbol_names(file: &object::File<'_>) -> HashMap<u64, String> {
+    let mut names = HashMap::new();
+    for s in file.symbols().chain(file.dynamic_symbols()) {
+        if let (Ok(name), true) = (s.name(), s.address() != 0) {
+            if !name.is_empty() && s.kind() != SymbolKind::Section && s.kind() != SymbolKind::File {
+                names.entry(s.address()).or_insert_with(|| name.to_owned());
+            }
+        }
+    }
+    names
+}
+
+/// Function symbols as (start, size, name), by start, one per start.
+fn functions(file: &object::File<'_>) -> Vec<(u64, u64, String)> {
+    let mut functions: Vec<_> = file
+        .symbols()
+        .chain(file.dynamic_symbols())
+        .filter(|s| s.kind() == SymbolKind::Text && s.address() != 0)
+        .filter_map(|s| Some((s.address(), s.size(), s.name().ok()?.to_owned())))
+        .collect();
+    functions.sort();
+    functions.dedup_by_key(|f| f.0);
+    functions
 }
