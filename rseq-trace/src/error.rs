@@ -71,17 +71,6 @@ pub enum AttachError {
         /// The Linux version that added the missing feature.
         since: &'static str,
     },
-    /// More sections to trace than the eBPF maps have room for on this many CPUs.
-    #[error("too many sections to trace ({sections}) for {cpus} CPUs")]
-    TooManySections {
-        /// How many sections were to be traced.
-        sections: usize,
-        /// How many possible CPUs the machine has.
-        cpus: u32,
-    },
-    /// The number of possible CPUs, which sizes the per-CPU maps, could not be read.
-    #[error("cannot count the possible CPUs: {0}")]
-    Cpus(String),
     /// aya could not load the eBPF object.
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[from] aya::EbpfError),

@@ -98,55 +98,13 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
         &["--threads", "1", "--duration", "4", "--delay", "300"],
         &[],
     );
-    let mut trace = Command::new(trace_bin())
-        .args([
-            "--mode",
-            "exact",
-            "--pid",
-            &long.pid.to_string(),
-            "--pid",
-            &short.pid.to_string(),
-        ])
-        .args(["--listen", "127.0.0.1:0", "--quiet", "--json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut log = Lines::new(trace.stderr.take().unwrap());
-    let line = log.wait_for("serving metrics on http://");
-    let addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .to_owned();
-
+    let (long_pid, short_pid) = (long.pid.to_string(), short.pid.to_string());
+    let (trace, log, addr) = exporter(&["--pid", &long_pid, "--pid", &short_pid]);
     long.release();
     short.release();
     thread::sleep(Duration::from_millis(500));
 
-    // The exposition passes promtool's lint.
-    let mut promtool = Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("promtool (Debian package `prometheus`)");
-    promtool
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(metrics_of(&addr).as_bytes())
-        .unwrap();
-    let lint = promtool.wait_with_output().unwrap();
-    assert!(
-        lint.status.success(),
-        "promtool check metrics: {}{}",
-        String::from_utf8_lossy(&lint.stdout),
-        String::from_utf8_lossy(&lint.stderr)
-    );
-
+    assert_promtool_accepts(&metrics_of(&addr));
     // Many concurrent scrapers.
     let scrapers: Vec<_> = (0..16)
         .map(|_| {
@@ -161,7 +119,92 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     prom.wait_for("rseq_entries_total", Duration::from_secs(30));
     // Enough samples for rates over 10 s windows, and for the 5 m recording rules.
     thread::sleep(Duration::from_secs(12));
+    assert_every_panel_has_data(&prom, &addr);
+    assert_every_rule_has_data(&prom, &rules);
+    // What the integration run measured: the abort ratio per key.
+    for r in prom.query("rseq:abort_ratio:rate5m") {
+        eprintln!("abort ratio {} = {}", r["metric"]["key"], r["value"][1]);
+    }
 
+    // The short workload has exited by now: its series are gone, the long one's remain.
+    short.finish();
+    thread::sleep(Duration::from_millis(300));
+    let body = metrics_of(&addr);
+    assert!(
+        !body.contains(&format!("pid=\"{short_pid}\"")),
+        "series of an exited process remain"
+    );
+    assert!(body.contains(&format!("pid=\"{long_pid}\"")));
+
+    // --metrics-no-cpu: the same series without the cpu label.
+    let (mut lean, _lean_log, lean_addr) = exporter(&["--pid", &long_pid, "--metrics-no-cpu"]);
+    let body = metrics_of(&lean_addr);
+    let entries: Vec<&str> = body
+        .lines()
+        .filter(|l| l.starts_with("rseq_entries_total{"))
+        .collect();
+    assert!(
+        !entries.is_empty() && entries.iter().all(|l| !l.contains("cpu=")),
+        "{entries:?}"
+    );
+    kill(lean.id(), libc::SIGTERM);
+    assert!(lean.wait().unwrap().success());
+
+    kill(trace.id(), libc::SIGTERM);
+    let out = trace.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:#?}", log.rest());
+    kill(long.pid, libc::SIGTERM);
+    let _ = long.finish();
+}
+
+/// `rseq-trace --mode exact ARGS --listen 127.0.0.1:0 --quiet --json`, once it serves: the
+/// process, its log, and the address it listens on.
+fn exporter(args: &[&str]) -> (std::process::Child, Lines, String) {
+    let mut trace = Command::new(trace_bin())
+        .args(["--mode", "exact"])
+        .args(args)
+        .args(["--listen", "127.0.0.1:0", "--quiet", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut log = Lines::new(trace.stderr.take().unwrap());
+    let line = log.wait_for("serving metrics on http://");
+    let addr = line
+        .split("http://")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("/metrics")
+        .to_owned();
+    (trace, log, addr)
+}
+
+/// The exposition passes promtool's lint.
+fn assert_promtool_accepts(body: &str) {
+    let mut promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian package `prometheus`)");
+    promtool
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let lint = promtool.wait_with_output().unwrap();
+    assert!(
+        lint.status.success(),
+        "promtool check metrics: {}{}",
+        String::from_utf8_lossy(&lint.stdout),
+        String::from_utf8_lossy(&lint.stderr)
+    );
+}
+
+/// Every query of the dashboard's panels returns data.
+fn assert_every_panel_has_data(prom: &Prometheus, addr: &str) {
     let dashboard: Value = serde_json::from_str(
         &std::fs::read_to_string(repo_file("dashboards/rseq-trace.json")).unwrap(),
     )
@@ -170,15 +213,19 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     panel_exprs(&dashboard["panels"], &mut exprs);
     assert!(exprs.len() >= 6, "dashboard has {} queries", exprs.len());
     for (title, expr) in &exprs {
-        let q = substitute(expr, &addr);
+        let q = substitute(expr, addr);
         assert!(
             !prom.query(&q).is_empty(),
             "panel {title:?}: no data for {q}"
         );
     }
+}
 
+/// Every recording rule and alert expression returns data (alerts with their comparisons
+/// made `bool`, so that a quiet alert still answers).
+fn assert_every_rule_has_data(prom: &Prometheus, rules: &std::path::Path) {
     let rules: serde_yaml::Value =
-        serde_yaml::from_str(&std::fs::read_to_string(&rules).unwrap()).unwrap();
+        serde_yaml::from_str(&std::fs::read_to_string(rules).unwrap()).unwrap();
     let mut checked = 0;
     for group in rules["groups"].as_sequence().unwrap() {
         for rule in group["rules"].as_sequence().unwrap() {
@@ -197,62 +244,4 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
         }
     }
     assert!(checked >= 6, "only {checked} rule expressions");
-
-    // What the integration run measured: the abort ratio per key.
-    for r in prom.query("rseq:abort_ratio:rate5m") {
-        eprintln!("abort ratio {} = {}", r["metric"]["key"], r["value"][1]);
-    }
-
-    // The short workload has exited by now: its series are gone, the long one's remain.
-    let (short_pid, long_pid) = (short.pid, long.pid);
-    short.finish();
-    thread::sleep(Duration::from_millis(300));
-    let body = metrics_of(&addr);
-    assert!(
-        !body.contains(&format!("pid=\"{short_pid}\"")),
-        "series of an exited process remain"
-    );
-    assert!(body.contains(&format!("pid=\"{long_pid}\"")));
-
-    // --metrics-no-cpu: the same series without the cpu label.
-    let mut lean = Command::new(trace_bin())
-        .args([
-            "--mode",
-            "exact",
-            "--pid",
-            &long_pid.to_string(),
-            "--listen",
-            "127.0.0.1:0",
-            "--quiet",
-            "--metrics-no-cpu",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lean_log = Lines::new(lean.stderr.take().unwrap());
-    let line = lean_log.wait_for("serving metrics on http://");
-    let lean_addr = line
-        .split("http://")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches("/metrics")
-        .to_owned();
-    let body = metrics_of(&lean_addr);
-    let entries: Vec<&str> = body
-        .lines()
-        .filter(|l| l.starts_with("rseq_entries_total{"))
-        .collect();
-    assert!(
-        !entries.is_empty() && entries.iter().all(|l| !l.contains("cpu=")),
-        "{entries:?}"
-    );
-    kill(lean.id(), libc::SIGTERM);
-    assert!(lean.wait().unwrap().success());
-
-    kill(trace.id(), libc::SIGTERM);
-    let out = trace.wait_with_output().unwrap();
-    assert!(out.status.success(), "{:#?}", log.rest());
-    kill(long_pid, libc::SIGTERM);
-    let _ = long.finish();
 }

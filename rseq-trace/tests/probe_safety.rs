@@ -134,10 +134,30 @@ fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
         }
     }
 
-    // And the probes really are at the points that count: per section, an entry probe before
-    // start_ip (the descriptor store ending there, or the section's START marker nop a few
-    // instructions earlier), one on abort_ip (or the ABORT marker's nop after it), one per exit
-    // (or its cancel marker's nop).
+    assert_probes_where_they_count(&probes, descriptors, &maps, exe);
+
+    // rseq-trace exited with the workload: none of its probes may remain.
+    let left: Vec<_> = kernel_links::uprobes()
+        .into_iter()
+        .filter(|u| u.file == exe)
+        .collect();
+    assert!(
+        left.is_empty(),
+        "probes left after rseq-trace exited: {left:#?}"
+    );
+}
+
+/// The probes really are at the points that count: per section, an entry probe before
+/// start_ip (the descriptor store ending there, or the section's START marker nop a few
+/// instructions earlier), one on abort_ip (or the ABORT marker's nop after it), one per exit
+/// (or its cancel marker's nop), and no other.
+fn assert_probes_where_they_count(
+    probes: &[kernel_links::Uprobe],
+    descriptors: &[serde_json::Value],
+    maps: &[(u64, u64, u64)],
+    exe: &str,
+) {
+    let at = |d: &serde_json::Value, k: &str| to_file_offset(maps, d[k].as_u64().unwrap());
     let offsets: HashSet<(u64, u8)> = probes
         .iter()
         .map(|p| {
@@ -179,7 +199,7 @@ fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
             d["function"]
         );
         for exit in d["exit_ips"].as_array().unwrap() {
-            let off = to_file_offset(&maps, exit.as_u64().unwrap()) + marker_shift;
+            let off = to_file_offset(maps, exit.as_u64().unwrap()) + marker_shift;
             assert!(
                 offsets.contains(&(off, Event::Cancel as u8)),
                 "no cancel probe at {off:#x}"
@@ -188,14 +208,4 @@ fn no_probe_inside_any_critical_section_and_none_left_after_exit() {
         expected += 2 + d["exit_ips"].as_array().unwrap().len();
     }
     assert_eq!(probes.len(), expected, "unexpected probes: {probes:#?}");
-
-    // rseq-trace exited with the workload: none of its probes may remain.
-    let left: Vec<_> = kernel_links::uprobes()
-        .into_iter()
-        .filter(|u| u.file == exe)
-        .collect();
-    assert!(
-        left.is_empty(),
-        "probes left after rseq-trace exited: {left:#?}"
-    );
 }

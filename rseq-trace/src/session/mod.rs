@@ -214,11 +214,6 @@ impl Session {
         self.tracer.map_ids
     }
 
-    /// What the probes count.
-    pub fn mode(&self) -> Mode {
-        self.tracer.mode
-    }
-
     /// The sections known so far.
     pub fn catalog(&self) -> &Catalog {
         &self.catalog

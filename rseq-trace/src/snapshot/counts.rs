@@ -186,15 +186,6 @@ impl AbortCauses {
         ]
     }
 
-    /// The cause with the most aborts, if any aborted.
-    pub fn dominant(&self) -> Option<&'static str> {
-        self.named()
-            .into_iter()
-            .filter(|(_, n)| *n > 0)
-            .max_by_key(|(_, n)| *n)
-            .map(|(name, _)| name)
-    }
-
     fn add(&mut self, o: &AbortCauses) {
         self.preemption += o.preemption;
         self.migration += o.migration;
