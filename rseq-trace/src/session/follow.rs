@@ -76,6 +76,8 @@ impl Session {
             {
                 continue;
             }
+            // Reading a large file takes a while: the holds' heartbeat must not go stale.
+            self.tracer.maps.heartbeat()?;
             match self.add_file(o.id, &o.open_path, &o.shown) {
                 Ok(true) => self.attach(o.id, &o.probe_path, Some(pid))?,
                 Ok(false) => {

@@ -26,6 +26,8 @@ use crate::{
 
 /// How often the targets are checked for exits, holds and new mappings.
 pub const POLL: Duration = Duration::from_millis(50);
+/// A pass longer than this is logged (at debug level).
+const SLOW_PASS: Duration = Duration::from_millis(100);
 
 /// A session running on its thread. Dropping it stops the session (detaching every probe).
 pub struct Running {
@@ -51,11 +53,14 @@ impl Running {
                         return Ok(());
                     }
                 };
+                let mut session = session;
+                // Before the first window: what the windows' probes cost here.
+                let costs = (mode == Mode::Sampled).then(|| session.tracer_mut().calibrate());
                 let (tx, rx) = watch::channel(Arc::new(session.status()));
                 if started_tx.send(Ok((rx, session.map_ids()))).is_err() {
                     return Ok(());
                 }
-                let sampler = (mode == Mode::Sampled).then(|| Sampler::new(budget));
+                let sampler = costs.map(|c| Sampler::new(budget, c));
                 poll_loop(session, sampler, &tx, &stopped)
             })
             .map_err(SessionError::Thread)?;
@@ -121,7 +126,13 @@ fn poll_loop(
     let mut next_pass = Instant::now();
     loop {
         if Instant::now() >= next_pass {
+            let started = Instant::now();
             session.pass(publish)?;
+            let took = started.elapsed();
+            // Holds at library loads are taken only while passes come: a slow one shows.
+            if took >= SLOW_PASS {
+                tracing::debug!("a pass of the poll loop took {took:?}");
+            }
             next_pass = Instant::now() + POLL;
         }
         let mut wake = next_pass;
