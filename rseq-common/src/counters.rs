@@ -21,8 +21,9 @@ pub enum Counter {
     /// `rseq_ip_fixup` tracepoint just before the abort handler ran. The rest of the aborts
     /// are the section's own CPU-mismatch branch.
     KernelRestarts = 3,
-    /// Sampled mode: aborts that happened while a sampling window was open, the reference
-    /// that entries counted in the same windows are extrapolated from.
+    /// Sampled mode: aborts that happened while a sampling window was open, except those the
+    /// agent's own entry probe made: the abort ratio's numerator (over the entries counted in
+    /// the same windows), and a reference that entries are extrapolated from.
     WindowAborts = 4,
     /// Sampled mode: cancels that happened while a sampling window was open.
     WindowCancels = 5,

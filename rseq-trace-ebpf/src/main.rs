@@ -208,7 +208,7 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
             if cookie.event == Event::Cancel {
                 (cpu, Counter::Cancels)
             } else {
-                count_restart(ctx, tgid, tid, cookie, cpu);
+                let _ = count_restart(ctx, tgid, tid, cookie, cpu);
                 (cpu, Counter::Aborts)
             }
         }
@@ -239,9 +239,11 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
             }
         }
         Event::Abort => {
-            count_restart(ctx, tgid, tid, cookie, cpu);
+            let made_by_probe = count_restart(ctx, tgid, tid, cookie, cpu);
             add(tgid, cookie.section, cpu, Counter::Aborts);
-            if open {
+            // The windows measure the program's abort ratio: an abort our own entry probe made
+            // is no part of it (nor of the references entries are extrapolated from).
+            if open && !made_by_probe {
                 add(tgid, cookie.section, cpu, Counter::WindowAborts);
             }
         }
@@ -300,20 +302,22 @@ fn made_by_probe(tid: u32, section: u32) -> bool {
 
 /// Counts the abort of the cookie's section as a kernel restart, with its cause and position,
 /// when the kernel sent this thread to the abort handler being probed (rather than the
-/// section's own CPU-mismatch branch jumping there).
+/// section's own CPU-mismatch branch jumping there). Returns whether our own entry probe made
+/// it ([`Cause::Probe`]).
 #[inline(never)]
-fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u32) {
+fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u32) -> bool {
     let section = cookie.section;
     // SAFETY: a plain value copied out at once.
     let Some(restart) = (unsafe { RESTART.get(&tid) }).copied() else {
-        return;
+        return false;
     };
     let _ = RESTART.remove(&tid);
     let ip = instruction_pointer(ctx);
     // The probe is on abort_ip or on the ABORT marker's nop just after it; the uprobe reports
     // the probed address, or the address after its breakpoint byte.
     if ip < restart.abort_ip || ip - restart.abort_ip > MAX_ABORT_PROBE_OFFSET {
-        return health(Health::RestartUnclaimed);
+        health(Health::RestartUnclaimed);
+        return false;
     }
     let cause = if restart.offset == 0 && cookie.entry_arms && made_by_probe(tid, section) {
         Cause::Probe
@@ -324,7 +328,7 @@ fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u
     add(tgid, section, cpu, Counter::restarts_by(cause));
     if cause == Cause::Probe {
         // Where our own trap left the thread, not where the program is interrupted.
-        return;
+        return true;
     }
     let key = PositionKey {
         tgid,
@@ -333,6 +337,7 @@ fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u
         _pad: 0,
     };
     bump(&POSITIONS, &key);
+    false
 }
 
 #[cfg(bpf_target_arch = "x86_64")]

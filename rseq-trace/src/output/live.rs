@@ -208,7 +208,7 @@ pub fn sorted_rows<'a>(report: &'a Report, rates: &Rates, sort: SortBy) -> Vec<R
         SortBy::Aborts => rows.sort_by(|a, b| b.1.aborts.total_cmp(&a.1.aborts)),
         SortBy::Entries => rows.sort_by(|a, b| b.1.entries.total_cmp(&a.1.entries)),
         SortBy::Ratio => rows.sort_by(|a, b| {
-            let r = |k: &KeyReport| k.abort_ratio.unwrap_or(-1.0);
+            let r = |k: &KeyReport| k.total.abort_ratio().unwrap_or(-1.0);
             r(b.0).total_cmp(&r(a.0))
         }),
         SortBy::Key => rows.sort_by(|a, b| a.0.key.cmp(&b.0.key)),
@@ -240,7 +240,7 @@ pub fn sorted_rows<'a>(report: &'a Report, rates: &Rates, sort: SortBy) -> Vec<R
                     format!("{:.1}", last.aborts),
                     format!("{:.1}", win.aborts),
                     format!("{:.1}", last.cancels),
-                    summary::percent(k.abort_ratio, &k.total),
+                    summary::percent(&k.total),
                 ],
                 by_cpu: by_cpu.join(" "),
             }

@@ -56,8 +56,6 @@ pub struct KeyReport {
     /// The counts of all the key's sections together.
     #[serde(flatten)]
     pub total: Tally,
-    /// `null` where entries are unknown ([`Tally::abort_ratio`]).
-    pub abort_ratio: Option<f64>,
     /// Per CPU the attempts entered on; CPUs with no entries are left out.
     pub per_cpu: BTreeMap<u32, Tally>,
     /// Where the kernel interrupted the key's sections, most restarts first (at most
@@ -94,8 +92,6 @@ pub struct SectionReport {
     /// The section's counts.
     #[serde(flatten)]
     pub total: Tally,
-    /// `null` where entries are unknown ([`Tally::abort_ratio`]).
-    pub abort_ratio: Option<f64>,
     /// Per CPU the attempts entered on; CPUs with no entries are left out.
     pub per_cpu: BTreeMap<u32, Tally>,
 }
@@ -175,7 +171,16 @@ impl Groups {
         let by_process_key = snapshot.group_by(|k| key_of(k.section).map(|key| (k.tgid, key)));
         Groups {
             mode,
-            per_key: finish(snapshot.group_by(|k| key_of(k.section)), mode),
+            // Per key, the windows one by one widen the ratio's bounds where they spread.
+            per_key: snapshot
+                .group_by(|k| key_of(k.section))
+                .into_iter()
+                .map(|(key, t)| {
+                    let moments = snapshot.status.moments.get(&key);
+                    let t = t.with_ratio(mode, moments);
+                    (key, t)
+                })
+                .collect(),
             per_key_cpu: nest(finish(by_key_cpu, mode), Tally::seen),
             per_section: finish(snapshot.group_by(|k| Some(k.section)), mode),
             per_section_cpu: nest(
@@ -191,7 +196,7 @@ impl Groups {
     fn total<G: Ord>(&self, of: &BTreeMap<G, Tally>, group: &G) -> Tally {
         of.get(group)
             .copied()
-            .unwrap_or_else(|| as_counted(Tally::default(), self.mode))
+            .unwrap_or_else(|| Tally::default().with_ratio(self.mode, None))
     }
 }
 
@@ -212,7 +217,6 @@ fn key_reports(
         let report = KeyReport {
             key: s.key.clone(),
             sections: vec![s.name.clone()],
-            abort_ratio: total.abort_ratio(),
             total,
             per_cpu: groups.per_key_cpu.remove(&s.key).unwrap_or_default(),
             positions: positions::hottest(bars.remove(&s.key).unwrap_or_default(), TOP_POSITIONS),
@@ -261,7 +265,6 @@ fn section_reports(catalog: &Catalog, groups: &mut Groups) -> Vec<SectionReport>
                 probes: s.plan.as_ref().ok().cloned(),
                 refused: s.plan.as_ref().err().map(ToString::to_string),
                 refusal: s.plan.as_ref().err().map(|r| r.label()),
-                abort_ratio: total.abort_ratio(),
                 total,
                 per_cpu: groups.per_section_cpu.remove(&s.id).unwrap_or_default(),
             }
@@ -269,25 +272,12 @@ fn section_reports(catalog: &Catalog, groups: &mut Groups) -> Vec<SectionReport>
         .collect()
 }
 
-/// Tallies as the mode makes them (a sampled run's each extrapolated from its own sums): entries marked unknown in aborts mode, extrapolated in
-/// sampled mode, as counted in exact mode.
+/// Tallies as the mode makes them ([`Tally::with_ratio`]), each from its own sums.
 fn finish<G: Ord>(groups: BTreeMap<G, Tally>, mode: Mode) -> BTreeMap<G, Tally> {
     groups
         .into_iter()
-        .map(|(g, t)| (g, as_counted(t, mode)))
+        .map(|(g, t)| (g, t.with_ratio(mode, None)))
         .collect()
-}
-
-/// One tally as the mode makes it (see [`finish`]).
-fn as_counted(t: Tally, mode: Mode) -> Tally {
-    match mode {
-        Mode::Exact => t,
-        Mode::Aborts => Tally {
-            entries_unknown: true,
-            ..t
-        },
-        Mode::Sampled => crate::sampling::estimate::extrapolate(&t),
-    }
 }
 
 /// One warning per key some of whose aborts our own entry probe made ([`Cause::Probe`]).

@@ -51,7 +51,7 @@ impl Report {
         let _ = writeln!(
             out,
             "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
-            "KEY", "ENTRIES", "COMMITS", "ABORTS", "KERNEL", "CANCELS", "ABORT%"
+            "KEY", "ENTRIES", "COMMITS", "ABORTS", "KERNEL", "CANCELS", "ABORT% [95% bounds]"
         );
         let counted = self.mode != Mode::Aborts;
         for k in &self.keys {
@@ -61,20 +61,38 @@ impl Report {
             } else {
                 ("-".into(), "-".into())
             };
-            let ratio = percent(k.abort_ratio, t);
+            let ratio = percent(t);
             let _ = writeln!(
                 out,
                 "{:<width$}  {:>12}  {:>12}  {:>10}  {:>10}  {:>10}  {:>7}",
-                k.key, entries, commits, t.aborts, t.kernel_restarts, t.cancels, ratio
+                k.key,
+                entries,
+                commits,
+                t.aborts,
+                t.kernel_restarts,
+                cancels(t),
+                ratio
             );
         }
         if !counted {
             let _ = writeln!(out, "(mode aborts: entries and commits are not counted)");
         }
         if let Some(s) = &self.sampling {
+            let costs = s.hit_costs.map_or_else(String::new, |c| {
+                format!(
+                    " at {:.2} µs a nop and {:.2} µs a trap ({})",
+                    c.nop.as_secs_f64() * 1e6,
+                    c.trap.as_secs_f64() * 1e6,
+                    if c.measured {
+                        "measured here"
+                    } else {
+                        "assumed"
+                    }
+                )
+            });
             let _ = writeln!(
                 out,
-                "(mode sampled: ~ marks estimates, ± is {} standard errors; {} windows, {:.2} s open, probe cost about {:.2}% of the traced threads' CPU time, budget {}%)",
+                "(mode sampled: ABORT% is measured on the windows' attempts, bounds at 95%; ~ marks estimates, ± is {} standard errors; {} windows, {:.2} s open, probe cost about {:.2}% of the traced threads' CPU time{costs}, budget {}%)",
                 crate::sampling::estimate::SIGMAS,
                 s.windows,
                 s.window_seconds,
@@ -122,19 +140,47 @@ impl Report {
                 shown(p.total.entries, &p.total),
                 shown(p.total.commits, &p.total),
                 p.total.aborts,
-                p.total.cancels
+                cancels(&p.total)
             );
         }
     }
 }
 
-/// An abort ratio in percent, `~` when it rests on estimated entries, `-` where entries are
-/// unknown.
-pub fn percent(ratio: Option<f64>, t: &Tally) -> String {
-    match (ratio, t.estimate) {
-        (None, _) => "-".into(),
-        (Some(r), None) => format!("{:.2}%", 100.0 * r),
-        (Some(r), Some(_)) => format!("~{:.2}%", 100.0 * r),
+/// An abort ratio in percent: `1.20%` when counted exactly, `0.12% [0.10-0.15]` with its
+/// bounds when sampled, `<0.001%` (the upper bound) when the windows saw no abort, `-` where
+/// entries are unknown.
+pub fn percent(t: &Tally) -> String {
+    match t.ratio {
+        None => "-".into(),
+        Some(r) if r.is_exact() => format!("{}%", figure(100.0 * r.ratio)),
+        Some(r) if r.ratio == 0.0 => format!("<{}%", figure(100.0 * r.high)),
+        Some(r) => format!(
+            "{}% [{}-{}]",
+            figure(100.0 * r.ratio),
+            figure(100.0 * r.low),
+            figure(100.0 * r.high)
+        ),
+    }
+}
+
+/// A percentage with two decimals, or two significant digits below 0.1.
+fn figure(v: f64) -> String {
+    if v == 0.0 || v >= 0.1 {
+        return format!("{v:.2}");
+    }
+    let decimals = (1.0 - v.log10().floor()).clamp(2.0, 8.0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// The cancels, `~N` when some were counted in the sampling windows only, `>=N` when that
+/// estimate is a lower bound.
+fn cancels(t: &Tally) -> String {
+    if t.cancels_lower_bound() {
+        format!(">={}", t.cancels)
+    } else if t.cancels_estimated {
+        format!("~{}", t.cancels)
+    } else {
+        t.cancels.to_string()
     }
 }
 
@@ -152,4 +198,31 @@ pub fn shown(value: u64, t: &Tally) -> String {
 /// "`sub rcx,1` at start+0xe (file.rs:88) of f+0x3b, 57 restarts".
 pub fn describe(p: &Position) -> String {
     format!("{} of {}, {} restarts", p.place(), p.section, p.restarts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sampling::ratio::RatioBounds;
+
+    fn with(ratio: Option<RatioBounds>) -> Tally {
+        Tally {
+            ratio,
+            ..Tally::default()
+        }
+    }
+
+    #[test]
+    fn ratios_show_their_bounds_when_sampled() {
+        assert_eq!(percent(&with(None)), "-");
+        assert_eq!(percent(&with(RatioBounds::exact(12, 1000))), "1.20%");
+        let sampled = RatioBounds {
+            ratio: 0.0012,
+            low: 0.0010,
+            high: 0.0015,
+        };
+        assert_eq!(percent(&with(Some(sampled))), "0.12% [0.10-0.15]");
+        let none_seen = RatioBounds::sampled(0, 400_000, None);
+        assert_eq!(percent(&with(none_seen)), "<0.00092%");
+    }
 }

@@ -180,7 +180,7 @@ fn keys_table<'a>(report: &'a Report, rates: &Rates, sort: SortBy) -> Table<'a> 
         .collect();
     let key_width = report.keys.iter().map(|k| k.key.len()).max().unwrap_or(3);
     let mut widths = vec![Constraint::Length(key_width.max(3) as u16)];
-    widths.extend([10, 10, 9, 9, 9, 7].map(Constraint::Length));
+    widths.extend([10, 10, 9, 9, 9, 20].map(Constraint::Length));
     widths.push(Constraint::Min(10));
     Table::new(rows, widths)
         .header(header)
@@ -263,9 +263,6 @@ mod tests {
     fn sparkline_scales_to_the_maximum() {
         assert_eq!(sparkline(&[0.0, 0.0]), "  ");
         assert_eq!(sparkline(&[0.0, 1.0, 2.0, 4.0]), "▁▃▅█");
-        assert_eq!(
-            crate::output::summary::percent(None, &Default::default()),
-            "-"
-        );
+        assert_eq!(crate::output::summary::percent(&Default::default()), "-");
     }
 }

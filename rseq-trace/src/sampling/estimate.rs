@@ -36,29 +36,87 @@ pub struct Estimate {
     /// `None` while windows saw fewer than [`MIN_REFERENCES`] aborts and cancels, and `entries`
     /// is then only what the windows counted (a lower bound).
     pub uncertainty: Option<u64>,
+    /// Where some cancels were counted in the windows only: the half-width around `cancels`
+    /// (their own sampling error and that of the entries they scale with), and so around
+    /// `commits` too.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cancels_uncertainty: Option<u64>,
+}
+
+impl Estimate {
+    /// `[entries - uncertainty, entries + uncertainty]`, `None` while there is no estimate
+    /// (only a lower bound).
+    pub fn entries_bounds(&self, entries: u64) -> Option<[u64; 2]> {
+        self.uncertainty.map(|u| around(entries, u))
+    }
+
+    /// The same for commits, whose uncertainty also has the estimated cancels' part.
+    pub fn commits_bounds(&self, commits: u64) -> Option<[u64; 2]> {
+        let u = self.uncertainty?;
+        let c = self.cancels_uncertainty.unwrap_or(0);
+        Some(around(
+            commits,
+            ((u * u + c * c) as f64).sqrt().ceil() as u64,
+        ))
+    }
 }
 
 /// Entries and commits of a sampled-mode tally, extrapolated, with its [`Estimate`].
 pub fn extrapolate(raw: &Tally) -> Tally {
     let sampled = raw.entries;
-    let references = raw.aborts + raw.cancels;
+    // Aborts our own entry probe made happen only while it is attached: no reference.
+    let references = raw.aborts - raw.abort_causes.probe.min(raw.aborts) + raw.cancels;
     let in_windows = (raw.window_aborts + raw.window_cancels).min(references);
     let (entries, uncertainty) = match estimate_entries(sampled, in_windows, references) {
         Some((e, sigma)) => (e.round() as u64, Some((SIGMAS * sigma).ceil() as u64)),
         None => (sampled, None),
     };
+    // Cancels counted in windows only scale like the entries the windows saw.
+    let (cancels, cancels_uncertainty) = sampled_cancels(raw, entries, uncertainty);
+    let ended = references + (cancels - raw.cancels);
     // Entries cannot be fewer than the attempts seen to end.
-    let entries = entries.max(references);
+    let entries = entries.max(ended);
     Tally {
         entries,
-        commits: entries - references,
+        commits: entries - ended,
+        cancels,
         estimate: Some(Estimate {
             sampled_entries: sampled,
             sampled_references: in_windows,
             uncertainty,
+            cancels_uncertainty,
         }),
         ..*raw
     }
+}
+
+/// The cancels of a tally some of whose sections' cancels were counted in windows only, given
+/// its estimated `entries` (± `uncertainty`): (cancels, their uncertainty). Those cancels scale
+/// like the entries: C = C_w x E / S, with a relative error from the entries' and from C_w's
+/// own (a count of events: 1 / sqrt(C_w)).
+fn sampled_cancels(raw: &Tally, entries: u64, uncertainty: Option<u64>) -> (u64, Option<u64>) {
+    let sampled = raw.entries;
+    if !raw.cancels_estimated || sampled == 0 {
+        return (raw.cancels, None);
+    }
+    // Without an estimate of the entries there is nothing to scale by: the windows' own cancels
+    // are a lower bound (`Tally::cancels_lower_bound`).
+    if uncertainty.is_none() {
+        return (raw.cancels + raw.sampled_cancels, None);
+    }
+    let scaled = raw.sampled_cancels as f64 * entries as f64 / sampled as f64;
+    let relative_entries = uncertainty.map_or(0.0, |u| u as f64 / entries.max(1) as f64);
+    let relative_count = SIGMAS / (raw.sampled_cancels.max(1) as f64).sqrt();
+    let u = scaled * (relative_entries.powi(2) + relative_count.powi(2)).sqrt();
+    (
+        raw.cancels + scaled.round() as u64,
+        uncertainty.map(|_| u.ceil() as u64),
+    )
+}
+
+/// `[value - u, value + u]`, not below 0.
+fn around(value: u64, u: u64) -> [u64; 2] {
+    [value.saturating_sub(u), value.saturating_add(u)]
 }
 
 /// (estimated entries, standard error) from `sampled` entries and `in_windows` of the
@@ -126,6 +184,21 @@ mod tests {
         assert_eq!(t.entries, 100_000);
         assert_eq!(t.commits, 99_000);
         assert!(t.estimate.unwrap().uncertainty.unwrap() > 0);
+    }
+
+    #[test]
+    fn cancels_counted_in_windows_only_scale_like_entries() {
+        let raw = Tally {
+            entries: 10_000,
+            aborts: 1000,
+            window_aborts: 100,
+            sampled_cancels: 2000,
+            cancels_estimated: true,
+            ..Default::default()
+        };
+        let t = extrapolate(&raw);
+        assert_eq!((t.entries, t.cancels, t.commits), (100_000, 20_000, 79_000));
+        assert!(t.cancels_estimated);
     }
 
     /// The estimator against a simulated program whose attempts end in an abort or cancel with

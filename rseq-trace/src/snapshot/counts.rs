@@ -6,11 +6,15 @@ use rseq_common::{
 };
 use serde::Serialize;
 
-use crate::sampling::estimate::Estimate;
+use crate::sampling::{
+    estimate::Estimate,
+    ratio::{RatioBounds, WindowMoments},
+};
+use rseq_common::mode::Mode;
 
 /// Counts of attempts: of one section or key, on one CPU (the CPU attempts entered on), or in
 /// total. In JSON, entries and commits are `null` where the mode does not count them.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 #[serde(into = "TallyJson")]
 pub struct Tally {
     /// Attempts entered: the entry probe fired.
@@ -26,16 +30,28 @@ pub struct Tally {
     pub kernel_restarts: u64,
     /// `kernel_restarts` by cause, and the section's own CPU-mismatch aborts.
     pub abort_causes: AbortCauses,
-    /// Sampled mode: aborts and cancels while a window was open (the extrapolation's reference).
+    /// Sampled mode: aborts while a window was open, except those our own entry probe made
+    /// (the ratio's numerator, and with `window_cancels` the extrapolation's reference).
     #[serde(skip)]
     pub window_aborts: u64,
-    /// Sampled mode: cancels while a window was open.
+    /// Sampled mode: cancels while a window was open, of sections whose cancels are counted
+    /// all the time.
     #[serde(skip)]
     pub window_cancels: u64,
+    /// Sampled mode: cancels while a window was open, of sections whose cancel probes were
+    /// moved into the windows (their cost called for it); `cancels` then holds only the
+    /// other sections' cancels until the tally is extrapolated, and is an estimate after.
+    #[serde(skip)]
+    pub sampled_cancels: u64,
+    /// Whether `cancels` is an estimate (some of its sections' cancels were sampled).
+    pub cancels_estimated: bool,
     /// Sampled mode: `entries` and `commits` are then estimates; this says how good.
     pub estimate: Option<Estimate>,
     /// Aborts mode: entries (and so commits) were not counted; the zeros above mean nothing.
     pub entries_unknown: bool,
+    /// The abort ratio and its bounds, once the mode's view of the tally is made
+    /// ([`Tally::with_ratio`]); `None` where entries are unknown.
+    pub ratio: Option<RatioBounds>,
 }
 
 /// A [`Tally`] as scripts read it: what was not counted is `null`, never 0.
@@ -49,6 +65,23 @@ struct TallyJson {
     abort_causes: AbortCauses,
     #[serde(skip_serializing_if = "Option::is_none")]
     estimate: Option<Estimate>,
+    /// Present (true) when `cancels` is an estimate: some cancel probes were sampled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cancels_estimated: bool,
+    /// Present (true) when that estimate is only a lower bound: the windows' own cancels, with
+    /// no estimate of the entries to scale them by yet.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    cancels_lower_bound: bool,
+    /// Aborts per entry, or `null` where entries are unknown.
+    abort_ratio: Option<f64>,
+    /// `[low, high]` at 95% confidence (both equal to the ratio when it was counted exactly).
+    abort_ratio_bounds: Option<[f64; 2]>,
+    /// Sampled mode: `[low, high]` of the estimated entries and commits (± the estimate's
+    /// uncertainty); absent when they are counted, `null` while they are only a lower bound.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    entries_bounds: Option<Option<[u64; 2]>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    commits_bounds: Option<Option<[u64; 2]>>,
 }
 
 impl From<Tally> for TallyJson {
@@ -62,6 +95,12 @@ impl From<Tally> for TallyJson {
             kernel_restarts: t.kernel_restarts,
             abort_causes: t.abort_causes,
             estimate: t.estimate,
+            cancels_estimated: t.cancels_estimated,
+            cancels_lower_bound: t.cancels_lower_bound(),
+            abort_ratio: t.ratio.map(|r| r.ratio),
+            abort_ratio_bounds: t.ratio.map(|r| [r.low, r.high]),
+            entries_bounds: t.estimate.map(|e| e.entries_bounds(t.entries)),
+            commits_bounds: t.estimate.map(|e| e.commits_bounds(t.commits)),
         }
     }
 }
@@ -90,8 +129,11 @@ impl Tally {
             },
             window_aborts: c.get(Counter::WindowAborts),
             window_cancels: c.get(Counter::WindowCancels),
+            sampled_cancels: 0,
+            cancels_estimated: false,
             estimate: None,
             entries_unknown: false,
+            ratio: None,
         }
     }
 
@@ -105,6 +147,8 @@ impl Tally {
         self.abort_causes.add(&o.abort_causes);
         self.window_aborts += o.window_aborts;
         self.window_cancels += o.window_cancels;
+        self.sampled_cancels += o.sampled_cancels;
+        self.cancels_estimated |= o.cancels_estimated;
         self.entries_unknown |= o.entries_unknown;
     }
 
@@ -126,14 +170,49 @@ impl Tally {
         }
     }
 
-    /// Aborts per entered attempt: `None` where entries are unknown (not counted, only a lower
-    /// bound, or none at all). An estimate's ratio carries the tally's `estimate` mark.
+    /// Aborts per entered attempt: `None` where entries are unknown (not counted, or none at
+    /// all). In sampled mode it is the windows' own ratio (their aborts over their entries), so
+    /// it needs no extrapolation.
     pub fn abort_ratio(&self) -> Option<f64> {
-        let bound_only = self.estimate.is_some_and(|e| e.uncertainty.is_none());
-        if self.entries_unknown || bound_only || self.entries == 0 {
-            None
-        } else {
-            Some(self.aborts as f64 / self.entries as f64)
+        self.ratio.map(|r| r.ratio)
+    }
+
+    /// Whether `cancels` is an estimate that is only a lower bound (no entries estimate yet).
+    pub fn cancels_lower_bound(&self) -> bool {
+        self.cancels_estimated && self.estimate.is_some_and(|e| e.uncertainty.is_none())
+    }
+
+    /// A counter set of a section whose cancel probes are attached only in windows: its cancels
+    /// count as the sample they are, not as a total.
+    pub fn with_cancels_sampled(self) -> Tally {
+        Tally {
+            cancels: 0,
+            window_cancels: 0,
+            sampled_cancels: self.window_cancels,
+            cancels_estimated: true,
+            commits: self.entries.saturating_sub(self.aborts),
+            ..self
+        }
+    }
+
+    /// The tally as `mode` makes it: entries marked unknown in aborts mode, extrapolated in
+    /// sampled mode (from this tally's own sums), as counted in exact mode; with its ratio and
+    /// bounds (`moments`: the key's windows one by one, when known).
+    pub fn with_ratio(self, mode: Mode, moments: Option<&WindowMoments>) -> Tally {
+        match mode {
+            Mode::Exact => Tally {
+                ratio: RatioBounds::exact(self.aborts, self.entries),
+                ..self
+            },
+            Mode::Aborts => Tally {
+                entries_unknown: true,
+                ratio: None,
+                ..self
+            },
+            Mode::Sampled => Tally {
+                ratio: RatioBounds::sampled(self.window_aborts, self.entries, moments),
+                ..crate::sampling::estimate::extrapolate(&self)
+            },
         }
     }
 
@@ -148,8 +227,11 @@ impl Tally {
             abort_causes: self.abort_causes.since(&earlier.abort_causes),
             window_aborts: self.window_aborts.saturating_sub(earlier.window_aborts),
             window_cancels: self.window_cancels.saturating_sub(earlier.window_cancels),
+            sampled_cancels: self.sampled_cancels.saturating_sub(earlier.sampled_cancels),
+            cancels_estimated: self.cancels_estimated,
             estimate: None,
             entries_unknown: self.entries_unknown,
+            ratio: None,
         }
     }
 }
@@ -222,23 +304,43 @@ mod tests {
             (t.entries, t.commits, t.aborts, t.cancels, t.kernel_restarts),
             (10, 5, 3, 2, 1)
         );
-        assert!((t.abort_ratio().unwrap() - 0.3).abs() < 1e-12);
+        let exact = t.with_ratio(Mode::Exact, None);
+        assert!((exact.abort_ratio().unwrap() - 0.3).abs() < 1e-12);
+        assert!(exact.ratio.unwrap().is_exact());
     }
 
     #[test]
     fn never_negative() {
         assert_eq!(Tally::from_counters(&counters(1, 3, 0, 0)).commits, 0);
         assert_eq!(Tally::default().abort_ratio(), None);
-        let uncounted = Tally {
-            entries_unknown: true,
-            ..Tally::from_counters(&counters(10, 3, 0, 0))
-        };
+        let uncounted = Tally::from_counters(&counters(10, 3, 0, 0)).with_ratio(Mode::Aborts, None);
         assert_eq!(uncounted.abort_ratio(), None);
         let json = serde_json::to_value(uncounted).unwrap();
         assert!(
             json["entries"].is_null() && json["commits"].is_null(),
             "{json}"
         );
+        assert!(json["abort_ratio"].is_null() && json["abort_ratio_bounds"].is_null());
         assert_eq!(json["aborts"], 3);
+    }
+
+    #[test]
+    fn sampled_ratio_is_the_windows_own() {
+        // 1,000 entries seen in windows, 10 aborts among them; 500 aborts in all.
+        let raw = Tally {
+            entries: 1000,
+            aborts: 500,
+            window_aborts: 10,
+            ..Tally::default()
+        };
+        let t = raw.with_ratio(Mode::Sampled, None);
+        let r = t.ratio.unwrap();
+        assert!(
+            (r.ratio - 0.01).abs() < 1e-12 && r.low < 0.01 && 0.01 < r.high,
+            "{r:?}"
+        );
+        let json = serde_json::to_value(t).unwrap();
+        assert_eq!(json["abort_ratio_bounds"].as_array().unwrap().len(), 2);
+        assert!(json["estimate"].is_object());
     }
 }

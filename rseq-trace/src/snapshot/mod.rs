@@ -61,10 +61,15 @@ impl Snapshot {
         &self,
         mut group: impl FnMut(&CountKey) -> Option<G>,
     ) -> BTreeMap<G, Tally> {
+        let windowed = &self.status.windowed_cancels;
         let mut out: BTreeMap<G, Tally> = BTreeMap::new();
         for (k, c) in &self.counts {
             if let Some(g) = group(k) {
-                out.entry(g).or_default().add(&Tally::from_counters(c));
+                let mut t = Tally::from_counters(c);
+                if windowed.contains(&k.section) {
+                    t = t.with_cancels_sampled();
+                }
+                out.entry(g).or_default().add(&t);
             }
         }
         out
