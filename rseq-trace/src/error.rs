@@ -71,6 +71,9 @@ pub enum AttachError {
         /// The Linux version that added the missing feature.
         since: &'static str,
     },
+    /// Measuring what a probe hit costs on this machine failed.
+    #[error("calibration: {0}")]
+    Calibration(String),
     /// aya could not load the eBPF object.
     #[error("loading the eBPF programs failed: {0}")]
     Load(#[from] aya::EbpfError),

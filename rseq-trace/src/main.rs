@@ -35,6 +35,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::List(args)) => list(args),
         Some(cli::Command::Run(args)) => run_command(args).await,
+        Some(cli::Command::CalibrationTarget) => rseq_trace::bpf::calibrate::run_target()
+            .map(|()| ExitCode::SUCCESS)
+            .context("the calibration target failed"),
         Some(cli::Command::HoldWatchdog {
             agent,
             pending_map,

@@ -16,11 +16,12 @@ use crate::{
 };
 
 /// Probes of one file in one scope, attached together as one multi link.
+#[derive(Clone)]
 pub(super) struct ProbeGroup {
-    path: PathBuf,
-    scope: UProbeScope,
-    offsets: Vec<u64>,
-    cookies: Vec<u64>,
+    pub(super) path: PathBuf,
+    pub(super) scope: UProbeScope,
+    pub(super) offsets: Vec<u64>,
+    pub(super) cookies: Vec<u64>,
 }
 
 /// Attached probes of one group.
@@ -38,7 +39,7 @@ pub(super) enum Links {
 /// period (the breakpoints are gone before that), so sampled mode drops it without holding the
 /// engine.
 pub struct DetachOnDrop {
-    _links: Vec<Links>,
+    pub(super) _links: Vec<Links>,
 }
 
 impl Tracer {
@@ -60,6 +61,10 @@ impl Tracer {
         };
         let mut always = group();
         let mut sampled = group();
+        // Sampled mode: cancels attached for the whole session, until their cost calls for
+        // windows (`bpf::cancels`).
+        let mut cancels = group();
+        let mut cancelling = Vec::new();
         let guard = Guard::new(all);
         for (id, plan) in sections {
             let entry = (self.mode != Mode::Aborts).then_some((plan.entry, Event::Entry));
@@ -75,10 +80,15 @@ impl Tracer {
                         addr,
                         path: path.to_owned(),
                     })?;
-                let to = if self.mode == Mode::Sampled && event == Event::Entry {
-                    &mut sampled
-                } else {
-                    &mut always
+                let to = match (self.mode, event) {
+                    (Mode::Sampled, Event::Entry) => &mut sampled,
+                    (Mode::Sampled, Event::Cancel) => {
+                        if cancelling.last() != Some(id) {
+                            cancelling.push(*id);
+                        }
+                        &mut cancels
+                    }
+                    _ => &mut always,
                 };
                 to.offsets.push(offset);
                 let arms = self.mode != Mode::Aborts && plan.entry_arms();
@@ -94,10 +104,13 @@ impl Tracer {
         if !sampled.offsets.is_empty() {
             self.sample_groups.push(sampled);
         }
+        if !cancels.offsets.is_empty() {
+            self.attach_cancels(cancels, cancelling)?;
+        }
         Ok(())
     }
 
-    fn attach_group(&mut self, g: &ProbeGroup) -> Result<Links, AttachError> {
+    pub(super) fn attach_group(&mut self, g: &ProbeGroup) -> Result<Links, AttachError> {
         if let Some(multi) = &self.multi {
             let pid = match g.scope {
                 UProbeScope::OneProcess(pid) => Some(pid.get()),
@@ -159,5 +172,27 @@ impl Tracer {
     /// Number of entry probes sampled mode attaches per window.
     pub fn sample_points(&self) -> usize {
         self.sample_groups.iter().map(|g| g.offsets.len()).sum()
+    }
+
+    /// Attaches `rseq_event` at `offsets` of the file at `path`, in process `pid` only, with
+    /// `cookies`: probes for a measurement, detached when the result is dropped.
+    pub fn attach_probes(
+        &mut self,
+        path: &Path,
+        pid: u32,
+        offsets: &[u64],
+        cookies: &[u64],
+    ) -> Result<DetachOnDrop, AttachError> {
+        let pid = std::num::NonZeroU32::new(pid).ok_or(AttachError::Missing("pid"))?;
+        let group = ProbeGroup {
+            path: path.to_owned(),
+            scope: UProbeScope::OneProcess(pid),
+            offsets: offsets.to_vec(),
+            cookies: cookies.to_vec(),
+        };
+        let links = self.attach_group(&group)?;
+        Ok(DetachOnDrop {
+            _links: vec![links],
+        })
     }
 }

@@ -1,6 +1,8 @@
 //! The eBPF side: loading the programs (after checking what the kernel offers), attaching the
 //! uprobes and tracepoints, and the maps they count in.
 
+pub mod calibrate;
+mod cancels;
 #[cfg(test)]
 mod ebpf_frames;
 pub mod kernel_features;
@@ -10,7 +12,7 @@ pub mod multi_link;
 
 pub use links::DetachOnDrop;
 
-use std::{path::Path, time::Duration};
+use std::path::Path;
 
 use aya::{
     programs::{uprobe::UProbeScope, RawTracePoint, UProbe},
@@ -40,13 +42,6 @@ const DL_HOOK: &str = "_dl_debug_state";
 /// Counter sets (process x section x CPU) the map can hold; allocated on demand.
 const COUNTS_CAPACITY: u32 = 1 << 18;
 
-/// What one entry probe hit costs the traced thread, at most (REFERENCE §3: 9.5 to 10.5 µs for
-/// a trap and single step, about 0.5 µs for an optimized nop, on a 2-vCPU VM); sampled mode
-/// budgets with these, so it errs on the cheap side of the budget on faster machines.
-pub const TRAP_HIT_COST: Duration = Duration::from_micros(10);
-/// The same for an entry probe on a marker nop, which the kernel turns into a call.
-pub const NOP_HIT_COST: Duration = Duration::from_micros(1);
-
 /// The loaded eBPF programs and their maps. Dropping it detaches every probe.
 pub struct Tracer {
     ebpf: Ebpf,
@@ -61,8 +56,11 @@ pub struct Tracer {
     pub maps: Maps,
     /// Their ids, for readers of their own.
     pub map_ids: MapIds,
-    /// Sampled mode: the entry probes, attached only for windows.
+    /// Sampled mode: the entry probes (and the cancel probes moved there), attached only for
+    /// windows.
     sample_groups: Vec<links::ProbeGroup>,
+    /// Sampled mode: the cancel probes, per file.
+    cancel_groups: Vec<cancels::CancelGroup>,
     /// The entry probes while a window is open.
     window: Option<DetachOnDrop>,
     /// Whether the `rseq_ip_fixup` tracepoint is attached, so kernel restarts are counted.
@@ -123,6 +121,7 @@ impl Tracer {
             multi,
             links: Vec::new(),
             sample_groups: Vec::new(),
+            cancel_groups: Vec::new(),
             window: None,
             restarts_counted,
         })

@@ -174,6 +174,31 @@ fn io_error(pid: u32, source: io::Error) -> TargetError {
 }
 
 /// `/proc/PID`, as procfs reads it; pid 0 and pids over `i32::MAX` name no process.
+/// Where the code at `addrs` of process `pid` comes from: the one file that maps all of them
+/// (through `/proc/PID/root`) and their offsets in it.
+pub fn file_offsets(pid: u32, addrs: &[u64]) -> Option<(PathBuf, Vec<u64>)> {
+    let maps = process(pid).and_then(|p| p.maps()).ok()?;
+    let mut file = None;
+    let mut offsets = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let map = maps
+            .iter()
+            .find(|m| m.address.0 <= addr && addr < m.address.1)?;
+        let MMapPath::Path(path) = &map.pathname else {
+            return None;
+        };
+        if file.get_or_insert_with(|| path.clone()) != path {
+            return None;
+        }
+        offsets.push(addr - map.address.0 + map.offset);
+    }
+    let path = file?;
+    Some((
+        PathBuf::from(format!("/proc/{pid}/root{}", path.display())),
+        offsets,
+    ))
+}
+
 fn process(pid: u32) -> procfs::ProcResult<Process> {
     match i32::try_from(pid) {
         Ok(p) if p > 0 => Process::new(p),
