@@ -37,6 +37,9 @@ pub(crate) enum Command {
     /// Run a command with every probe in place before its first instruction, then print the
     /// summary when it exits (like `perf stat`); exits with the command's exit code.
     Run(RunArgs),
+    /// Internal: the child an agent measures probe costs in (`bpf::calibrate`).
+    #[command(name = "calibration-target", hide = true)]
+    CalibrationTarget,
     /// Internal: the hold watchdog an agent starts (`hold_watchdog`).
     #[command(name = "hold-watchdog", hide = true)]
     HoldWatchdog {
@@ -120,11 +123,11 @@ pub enum ModeArg {
     /// otherwise).
     Exact,
     /// Aborts and cancels exact, probes off the hot path; entries and commits not counted.
-    /// The default: affordable in production.
-    #[default]
     Aborts,
-    /// Aborts and cancels exact; entry probes attached for short windows within --budget,
-    /// entries and commits extrapolated and marked as estimates.
+    /// The default, for production: aborts and cancels exact; entry probes attached for short
+    /// windows within --budget, so that every key has an abort ratio with 95% bounds (measured
+    /// on the windows' attempts), and entries and commits extrapolated and marked as estimates.
+    #[default]
     Sampled,
 }
 

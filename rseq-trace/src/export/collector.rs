@@ -112,9 +112,12 @@ impl Exporter {
             }
             families.extend(vec.collect());
         }
+        if view.mode != Mode::Aborts {
+            families.extend(ratio_families(series, &names, view.mode));
+        }
         families.extend(restart_families(series, &names));
         if view.mode == Mode::Sampled {
-            families.extend(estimate_families(series, &names));
+            families.extend(estimate_families(&view.sampled, &names));
         }
         let unattributed = IntCounterVec::new(
             Opts::new(
@@ -256,11 +259,56 @@ fn restart_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> Ve
 /// Sampled mode: the extrapolated entries and commits, as gauges (an estimate may go down as
 /// windows add evidence, which a counter must never do), their uncertainty, and the exact count
 /// of entries seen in windows.
+/// The attempts the abort ratio is measured on, as counters (so that Prometheus computes the
+/// ratio over any range with `rate()`), and the ratio's bounds since tracing began.
+fn ratio_families(
+    series: &BTreeMap<Vec<String>, Tally>,
+    names: &[&str],
+    mode: Mode,
+) -> Vec<MetricFamily> {
+    let mut families = Vec::new();
+    let counters: [CounterSpec; 2] = [
+        ("rseq_ratio_entries_total", "Attempts the abort ratio is measured on: every attempt in exact mode, those entered while a sampling window was open in sampled mode (exact).", |t| t.entries),
+        ("rseq_ratio_aborts_total", "Aborts of those attempts (in sampled mode: aborts while a window was open, except those rseq-trace's own entry probe made). rate(rseq_ratio_aborts_total) / rate(rseq_ratio_entries_total) is the abort ratio.", |t| t.window_aborts),
+    ];
+    for (name, help, value) in counters {
+        if let Ok(vec) = IntCounterVec::new(Opts::new(name, help), names) {
+            for (labels, t) in series {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                // Exact mode: every abort is of a counted attempt.
+                let v = if mode == Mode::Exact && name == "rseq_ratio_aborts_total" {
+                    t.aborts
+                } else {
+                    value(t)
+                };
+                vec.with_label_values(&labels).inc_by(v);
+            }
+            families.extend(vec.collect());
+        }
+    }
+    let bounds: [GaugeSpec; 2] = [
+        ("rseq_abort_ratio_lower", "Lower bound (95% confidence) of the abort ratio since tracing began; equal to the ratio in exact mode.", |t| t.ratio.map_or(f64::NAN, |r| r.low)),
+        ("rseq_abort_ratio_upper", "Upper bound (95% confidence) of the abort ratio since tracing began; equal to the ratio in exact mode.", |t| t.ratio.map_or(f64::NAN, |r| r.high)),
+    ];
+    for (name, help, value) in bounds {
+        if let Ok(vec) = GaugeVec::new(Opts::new(name, help), names) {
+            for (labels, t) in series {
+                let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+                vec.with_label_values(&labels)
+                    .set(value(&t.with_ratio(mode, None)));
+            }
+            families.extend(vec.collect());
+        }
+    }
+    families
+}
+
 fn estimate_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> Vec<MetricFamily> {
     let mut families = Vec::new();
-    let gauges: [GaugeSpec; 3] = [
+    let gauges: [GaugeSpec; 4] = [
         ("rseq_entries_estimated", "Sampled mode: estimated attempts entered since tracing began (extrapolated from sampling windows by the exact aborts and cancels).", |t| t.entries as f64),
         ("rseq_commits_estimated", "Sampled mode: estimated attempts committed since tracing began.", |t| t.commits as f64),
+        ("rseq_cancels_estimated", "Sampled mode: cancels since tracing began, estimated where cancel probes were moved into the sampling windows (their cost called for it), else as counted.", |t| t.cancels as f64),
         ("rseq_estimate_uncertainty", "Sampled mode: half-width (3 standard errors) of the interval around rseq_entries_estimated and rseq_commits_estimated; NaN when no abort or cancel was seen in a window yet.", |t| {
             t.estimate.and_then(|e| e.uncertainty).map_or(f64::NAN, |u| u as f64)
         }),

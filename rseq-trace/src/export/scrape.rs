@@ -42,6 +42,9 @@ pub struct ScrapeView {
     pub mode: Mode,
     /// Label values (in [`ProcessLabels::names`] order) -> their counts.
     pub series: BTreeMap<Vec<String>, Tally>,
+    /// Sampled mode: the same, with the cancels of sections whose cancel probes are attached
+    /// only in windows taken as the sample they are (what the estimates are made from).
+    pub sampled: BTreeMap<Vec<String>, Tally>,
     /// Events the eBPF side could not attribute, indexed by [`Health`].
     pub health: [u64; Health::COUNT as usize],
     /// Uprobes attached.
@@ -68,6 +71,7 @@ impl ScrapeView {
     ) -> ScrapeView {
         let status = &snapshot.status;
         let mut series: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
+        let mut sampled: BTreeMap<Vec<String>, Tally> = BTreeMap::new();
         for (k, c) in &snapshot.counts {
             let Some(section) = catalog.section(k.section) else {
                 continue;
@@ -85,10 +89,17 @@ impl ScrapeView {
             if per_cpu {
                 values.push(k.cpu.to_string());
             }
-            series
-                .entry(values)
-                .or_default()
-                .add(&Tally::from_counters(c));
+            let t = Tally::from_counters(c);
+            if status.mode == rseq_common::mode::Mode::Sampled {
+                let windowed = status.windowed_cancels.contains(&k.section);
+                let s = if windowed {
+                    t.with_cancels_sampled()
+                } else {
+                    t
+                };
+                sampled.entry(values.clone()).or_default().add(&s);
+            }
+            series.entry(values).or_default().add(&t);
         }
         let skipped: Vec<&'static str> = catalog
             .sections()
@@ -98,6 +109,7 @@ impl ScrapeView {
         ScrapeView {
             mode: status.mode,
             series,
+            sampled,
             health: snapshot.health,
             probes: status.probes,
             traced_sections: catalog.len() - skipped.len(),

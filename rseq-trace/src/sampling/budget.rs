@@ -48,6 +48,20 @@ impl Budget {
         (len >= MIN_WINDOW).then_some(len)
     }
 
+    /// The share of the traced threads' CPU time the probes may cost.
+    pub fn fraction(&self) -> f64 {
+        self.fraction
+    }
+
+    /// Probes attached outside the windows cost the traced threads `cost_seconds` of CPU: the
+    /// windows get that much less. The debt is bounded by one second of budget (at `cpu_rate`),
+    /// so that a burst of such cost (before the sampler moves those probes into the windows)
+    /// does not stop sampling for long.
+    pub fn charge(&mut self, cost_seconds: f64, cpu_rate: f64) {
+        let floor = -self.fraction * cpu_rate.max(0.0);
+        self.credit = (self.credit - cost_seconds.max(0.0)).max(floor.min(self.credit));
+    }
+
     /// A window of `len` cost the traced threads `cost_seconds` of CPU.
     pub fn spend(&mut self, len: Duration, cost_seconds: f64) {
         self.credit -= cost_seconds;
@@ -106,6 +120,18 @@ mod tests {
         b.spend(len, 0.0);
         b.earn(0.1, 1.0);
         assert_eq!(b.next_window(1.0), Some(MAX_WINDOW));
+    }
+
+    #[test]
+    fn a_burst_of_outside_cost_delays_windows_by_a_second_at_most() {
+        let mut b = Budget::new(1.0);
+        b.earn(2.0, 2.0);
+        b.charge(10.0, 2.0);
+        assert!(b.credit >= -0.02 - 1e-12, "{}", b.credit);
+        // One second of earning pays the debt back and a window again.
+        b.earn(2.0, 2.0);
+        b.earn(1.0, 2.0);
+        assert!(b.next_window(2.0).is_some());
     }
 
     #[test]

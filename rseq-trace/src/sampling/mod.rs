@@ -10,6 +10,8 @@
 mod budget;
 mod cpu_clock;
 pub mod estimate;
+mod exit_cost;
+pub mod ratio;
 pub mod sampler;
 
 use std::time::Duration;
@@ -17,6 +19,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 pub use self::budget::Budget;
+use crate::bpf::calibrate::HitCosts;
 
 /// Shortest window worth attaching the probes for.
 pub const MIN_WINDOW: Duration = Duration::from_millis(5);
@@ -43,4 +46,6 @@ pub struct SamplingStats {
     pub probe_cost_seconds: f64,
     /// CPU seconds the traced threads used meanwhile.
     pub traced_cpu_seconds: f64,
+    /// What one probe hit costs the traced thread here, as measured at start-up.
+    pub hit_costs: Option<HitCosts>,
 }

@@ -5,15 +5,23 @@
 //! probe hits are spent from the budget.
 
 use std::{
+    collections::BTreeMap,
+    sync::Arc,
     thread::JoinHandle,
     time::{Duration, Instant},
 };
 
+use rseq_common::counters::Counter;
+
 use tracing::{debug, warn};
 
-use super::{cpu_clock::CpuClock, Budget, CONTROL_PERIOD, SETTLE};
+use super::{
+    cpu_clock::CpuClock,
+    exit_cost::{self, ExitCost},
+    Budget, CONTROL_PERIOD, SETTLE,
+};
 use crate::{
-    bpf::{DetachOnDrop, NOP_HIT_COST, TRAP_HIT_COST},
+    bpf::{calibrate::HitCosts, DetachOnDrop},
     session::Session,
 };
 
@@ -41,25 +49,43 @@ struct Window {
     len: Duration,
     opened_at: Instant,
     hits_before: u64,
-    /// Sampled entries so far on (marker nops, trapping instructions).
-    kinds_before: (u64, u64),
+    /// The counters when the window opened.
+    before: Reading,
+}
+
+/// What the windows' counters held at one moment.
+#[derive(Default)]
+struct Reading {
+    /// Sampled entries so far on marker nops and on trapping instructions.
+    nops: u64,
+    traps: u64,
+    /// Per key, sampled entries and window aborts so far.
+    by_key: BTreeMap<String, (u64, u64)>,
+    /// CPU seconds the cancels of sections counted in windows only have cost so far.
+    windowed_cancel_cost: f64,
 }
 
 /// The windows' controller.
 pub struct Sampler {
     percent: f64,
+    /// What a probe hit costs here, by kind.
+    costs: HitCosts,
     budget: Budget,
     clock: CpuClock,
     cpu_rate: f64,
     last: Instant,
     phase: Option<Phase>,
+    /// The cancel probes attached for the whole session, and what they cost.
+    exits: ExitCost,
 }
 
 impl Sampler {
-    /// `percent` of the traced threads' CPU time may go to the entry probes.
-    pub fn new(percent: f64) -> Self {
+    /// `percent` of the traced threads' CPU time may go to the entry probes, each hit costing
+    /// what `costs` says.
+    pub fn new(percent: f64, costs: HitCosts) -> Self {
         Sampler {
             percent,
+            costs,
             budget: Budget::new(percent),
             clock: CpuClock::default(),
             cpu_rate: 0.0,
@@ -67,6 +93,7 @@ impl Sampler {
             phase: Some(Phase::Idle {
                 next: Instant::now() + CONTROL_PERIOD,
             }),
+            exits: ExitCost::default(),
         }
     }
 
@@ -134,6 +161,9 @@ impl Sampler {
         self.cpu_rate = (0.8 * self.cpu_rate + 0.2 * used / secs).max(used / secs);
         self.budget.earn(used, self.cpu_rate);
         session.sampling.budget_percent = self.percent;
+        session.sampling.hit_costs = Some(self.costs);
+        self.exits
+            .check(session, &mut self.budget, &self.costs, self.cpu_rate, now);
         session.sampling.traced_cpu_seconds += used;
         let Some(len) = self.budget.next_window(self.cpu_rate) else {
             return idle;
@@ -141,7 +171,7 @@ impl Sampler {
         if session.tracer_mut().sample_points() == 0 {
             return idle;
         }
-        let kinds_before = entries_by_kind(session);
+        let before = read_windows(session, &self.costs);
         let tracer = session.tracer_mut();
         let hits_before = tracer.maps.window_hits().unwrap_or(0);
         // Attaching rewrites the traced program's code pages (and the first hit of a nop probe
@@ -153,7 +183,7 @@ impl Sampler {
                     len,
                     opened_at: Instant::now(),
                     hits_before,
-                    kinds_before,
+                    before,
                 },
                 gate_at: Instant::now() + SETTLE,
             },
@@ -174,17 +204,20 @@ impl Sampler {
             .unwrap_or(0)
             .saturating_sub(window.hits_before);
         // Entries counted per kind of probe (marker nop or trap) weigh the hits by their cost.
-        let (nops, traps) = entries_by_kind(session);
-        let nops = nops.saturating_sub(window.kinds_before.0);
-        let traps = traps.saturating_sub(window.kinds_before.1);
+        let after = read_windows(session, &self.costs);
+        let nops = after.nops.saturating_sub(window.before.nops);
+        let traps = after.traps.saturating_sub(window.before.traps);
+        record_moments(session, &window.before, &after);
         let trap_share = if nops + traps > 0 {
             traps as f64 / (nops + traps) as f64
         } else {
             1.0
         };
-        let per_hit = trap_share * TRAP_HIT_COST.as_secs_f64()
-            + (1.0 - trap_share) * NOP_HIT_COST.as_secs_f64();
-        let cost = hits as f64 * per_hit;
+        let per_hit = trap_share * self.costs.trap.as_secs_f64()
+            + (1.0 - trap_share) * self.costs.nop.as_secs_f64();
+        // The cancel probes moved into the windows cost too.
+        let cost = hits as f64 * per_hit
+            + (after.windowed_cancel_cost - window.before.windowed_cancel_cost).max(0.0);
         self.budget.spend(open, cost);
         debug!("window {open:?}: {hits} entry hits, about {cost:.4} CPU s");
         let stats = &mut session.sampling;
@@ -212,24 +245,44 @@ fn close(session: &mut Session, window: Window) -> Phase {
     }
 }
 
-/// Sampled entries so far on marker nops and on trapping instructions.
-fn entries_by_kind(session: &mut Session) -> (u64, u64) {
+/// The windows' counters now: entries by kind of probe, and per key entries and aborts.
+fn read_windows(session: &mut Session, costs: &HitCosts) -> Reading {
     let Ok(counts) = session.tracer_mut().maps.counts() else {
-        return (0, 0);
+        return Reading::default();
     };
     let catalog = session.catalog();
-    let (mut nops, mut traps) = (0, 0);
+    let windowed = &session.windowed_cancels;
+    let mut reading = Reading::default();
     for (k, c) in &counts {
-        let on_markers = catalog
-            .section(k.section)
-            .and_then(|s| s.plan.as_ref().ok())
-            .is_some_and(|p| p.on_markers);
-        let entries = c.get(rseq_common::counters::Counter::Entries);
+        let Some(section) = catalog.section(k.section) else {
+            continue;
+        };
+        let on_markers = section.plan.as_ref().is_ok_and(|p| p.on_markers);
+        let entries = c.get(Counter::Entries);
         if on_markers {
-            nops += entries;
+            reading.nops += entries;
         } else {
-            traps += entries;
+            reading.traps += entries;
+        }
+        let key = reading.by_key.entry(section.key.clone()).or_default();
+        key.0 += entries;
+        key.1 += c.get(Counter::WindowAborts);
+        if windowed.contains(&k.section) {
+            reading.windowed_cancel_cost +=
+                c.get(Counter::Cancels) as f64 * exit_cost::per_hit(catalog, costs, k.section);
         }
     }
-    (nops, traps)
+    reading
+}
+
+/// Adds one window's entries and aborts of each key to the session's moments.
+fn record_moments(session: &mut Session, before: &Reading, after: &Reading) {
+    let moments = Arc::make_mut(&mut session.moments);
+    for (key, (entries, aborts)) in &after.by_key {
+        let (e0, a0) = before.by_key.get(key).copied().unwrap_or_default();
+        let (e, a) = (entries.saturating_sub(e0), aborts.saturating_sub(a0));
+        if e > 0 {
+            moments.entry(key.clone()).or_default().add(e, a);
+        }
+    }
 }

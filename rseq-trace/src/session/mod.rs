@@ -31,7 +31,7 @@ use crate::{
     bpf::{maps::MapIds, Tracer},
     catalog::{Catalog, FileId},
     error::{SessionError, TableError},
-    sampling::SamplingStats,
+    sampling::{ratio::WindowMoments, SamplingStats},
 };
 
 /// What to trace.
@@ -78,6 +78,10 @@ pub struct Session {
     last_process_scan: Option<Instant>,
     /// What sampled mode's windows did so far (written by the sampler).
     pub(crate) sampling: SamplingStats,
+    /// Sampled mode: per key, entries and aborts window by window (written by the sampler).
+    pub(crate) moments: Arc<BTreeMap<String, WindowMoments>>,
+    /// Sampled mode: sections whose cancels are counted in the windows only (estimated).
+    pub(crate) windowed_cancels: Arc<BTreeSet<u32>>,
     /// Continues held processes if this agent dies or stops answering (`hold_watchdog`).
     watchdog: Option<std::process::Child>,
     /// How late the poll loop has run.
@@ -111,6 +115,8 @@ impl Session {
             last_rescan: Instant::now(),
             last_process_scan: None,
             sampling: SamplingStats::default(),
+            moments: Arc::default(),
+            windowed_cancels: Arc::default(),
         };
         let (pending, heartbeat) = session.map_ids().holds();
         session.watchdog =
@@ -129,6 +135,12 @@ impl Session {
             }
         }
         session.check_something_traced()?;
+        // A `run` child maps this binary until it execs: never read it (it has no tables, and
+        // reading it, debug information and all, would hold up the first passes).
+        if let Ok(own) = FileId::of(Path::new("/proc/self/exe")) {
+            session.no_tables.insert(own);
+        }
+        session.last_rescan = Instant::now();
         info!(
             "attached {} probes to {} sections{}",
             session.tracer.probes(),

@@ -56,6 +56,8 @@ impl Session {
             exited: self.exited.clone(),
             finished: self.finished.clone(),
             sampling: self.sampling,
+            moments: self.moments.clone(),
+            windowed_cancels: self.windowed_cancels.clone(),
             poll_gap: self.poll_gap,
             done: self.done(),
         }

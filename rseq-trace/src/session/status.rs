@@ -12,7 +12,10 @@ use rseq_common::{
 };
 
 use super::poll_gap::PollGap;
-use crate::{catalog::Catalog, sampling::SamplingStats};
+use crate::{
+    catalog::Catalog,
+    sampling::{ratio::WindowMoments, SamplingStats},
+};
 
 /// The session as the views see it.
 #[derive(Clone)]
@@ -35,6 +38,10 @@ pub struct Status {
     pub finished: Arc<BTreeMap<CountKey, Counters>>,
     /// What sampled mode's windows did so far.
     pub sampling: SamplingStats,
+    /// Sampled mode: per key, its entries and aborts window by window.
+    pub moments: Arc<BTreeMap<String, WindowMoments>>,
+    /// Sampled mode: sections whose cancels are counted in the windows only (estimated).
+    pub windowed_cancels: Arc<BTreeSet<u32>>,
     /// How late the poll loop has run.
     pub poll_gap: PollGap,
     /// Whether every traced process exited (and nothing system-wide is traced).
@@ -53,6 +60,8 @@ impl Default for Status {
             exited: Arc::default(),
             finished: Arc::default(),
             sampling: SamplingStats::default(),
+            moments: Arc::default(),
+            windowed_cancels: Arc::default(),
             poll_gap: PollGap::default(),
             done: false,
         }

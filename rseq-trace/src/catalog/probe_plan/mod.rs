@@ -29,6 +29,9 @@ pub struct ProbePlan {
     pub cancels: Vec<u64>,
     /// Whether the probes sit on marker nops (the cheap kind).
     pub on_markers: bool,
+    /// Whether every cancel probe sits on a nop (a marker's, or one the code has at its exit):
+    /// what a cancel costs the traced thread.
+    pub cancels_on_nops: bool,
     /// What the entry probe sits on: `start_marker`, `address_load` (the instruction that loads
     /// the descriptor's address, proven to run right before the store every time) or
     /// `descriptor_store` (where that cannot be proven). A probe on the store traps with the
@@ -130,7 +133,7 @@ impl ProbePlan {
 
 /// Plans the probes of `cs`, or says why it cannot be traced safely.
 pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<ProbePlan, Refusal> {
-    let plan = match marker_plan(image.arch, cs) {
+    let mut plan = match marker_plan(image.arch, cs) {
         Some(plan) => plan,
         None => {
             let store = match image.arch {
@@ -146,6 +149,7 @@ pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<Pro
                 abort: cs.abort_ip,
                 cancels: cs.exits.clone(),
                 on_markers: false,
+                cancels_on_nops: false,
                 entry_on: if load.is_some() {
                     "address_load"
                 } else {
@@ -162,7 +166,17 @@ pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<Pro
             return Err(Refusal::NotCode { addr });
         }
     }
+    plan.cancels_on_nops = plan.cancels.iter().all(|a| is_nop(image, *a));
     Ok(plan)
+}
+
+/// Whether the instruction at `addr` is the nop a probe is cheap on: the 5-byte nop on
+/// x86-64, `nop` on aarch64.
+fn is_nop(image: &ElfImage, addr: u64) -> bool {
+    match image.arch {
+        Arch::X86_64 => image.bytes(addr, 5) == Some(&[0x0f, 0x1f, 0x44, 0x00, 0x00][..]),
+        Arch::Aarch64 => image.read_u32(addr) == Some(0xd503_201f),
+    }
 }
 
 /// The probes on the section's markers, when the markers cover every point to probe: START
@@ -186,6 +200,7 @@ fn marker_plan(arch: Arch, cs: &CriticalSection) -> Option<ProbePlan> {
         abort: m.abort?,
         cancels,
         on_markers: true,
+        cancels_on_nops: true,
         entry_on: "start_marker",
     })
 }
