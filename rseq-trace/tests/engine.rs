@@ -232,11 +232,15 @@ fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
             })
             .unwrap();
         assert_eq!(count(s, "aborts"), count(t, "aborts"), "{function} aborts");
-        assert_eq!(
-            count(s, "cancels"),
-            count(t, "cancels"),
-            "{function} cancels"
-        );
+        // Cancels too, unless their probes cost more than the budget and were moved into the
+        // windows (marked, and then an estimate).
+        if s["cancels_estimated"] != true {
+            assert_eq!(
+                count(s, "cancels"),
+                count(t, "cancels"),
+                "{function} cancels"
+            );
+        }
         // Not counted is not zero: entries, commits and the ratio are unknown.
         for field in ["entries", "commits", "abort_ratio"] {
             assert!(s[field].is_null(), "{function} {field} in aborts mode: {s}");
@@ -259,8 +263,21 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
     // or pop cancels depends on that thread's own steps, not on how fast the others progress
     // (which the entry probes change inside windows: the estimate's assumption, see
     // `estimate.rs`). With 4 threads the 7.2 VM once saw list_pop's commits 1.75% off, outside
-    // the ± 1.67%.
-    let args = workload_command(&["--threads", "2", "--delay", "50", "--duration", "8"]);
+    // the ± 1.67%. Every 50th attempt aborts (its own CPU check), so every section has
+    // references; pushes and pops cancel rarely (`--burst 4`), so their cancel probes cost little
+    // and stay attached for the whole run (cancels exact).
+    let args = workload_command(&[
+        "--threads",
+        "2",
+        "--delay",
+        "50",
+        "--duration",
+        "8",
+        "--burst",
+        "4",
+        "--mismatch-every",
+        "50",
+    ]);
     let (truth, traced) = run_traced(&["--mode", "sampled", "--budget", "5"], &args);
     assert_eq!(traced["mode"], "sampled");
     let sampling = &traced["sampling"];
@@ -275,11 +292,15 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
             .find(|s| s["name"].as_str().unwrap().starts_with(function))
             .unwrap();
         assert_eq!(count(s, "aborts"), count(t, "aborts"), "{function} aborts");
-        assert_eq!(
-            count(s, "cancels"),
-            count(t, "cancels"),
-            "{function} cancels"
-        );
+        // Cancels too, unless their probes cost more than the budget and were moved into the
+        // windows (marked, and then an estimate).
+        if s["cancels_estimated"] != true {
+            assert_eq!(
+                count(s, "cancels"),
+                count(t, "cancels"),
+                "{function} cancels"
+            );
+        }
         let estimate = &s["estimate"];
         assert!(
             estimate.is_object(),
@@ -291,12 +312,16 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
             "{function}: {estimate}"
         );
         match estimate["uncertainty"].as_u64() {
-            Some(u) => {
+            Some(_) => {
+                // ± the entries' uncertainty, and the estimated cancels' where there are any.
                 let (est, real) = (count(s, "commits"), count(t, "commits"));
+                let b = &s["commits_bounds"];
+                let (low, high) = (b[0].as_u64().unwrap(), b[1].as_u64().unwrap());
+                let u = (high - low) / 2;
                 eprintln!("{function}: commits ~{est} ± {u}, truth {real}");
                 assert!(
-                    est.abs_diff(real) <= u,
-                    "{function}: commits ~{est} ± {u}, truth {real}"
+                    low <= real && real <= high,
+                    "{function}: commits ~{est} in [{low}, {high}], truth {real}"
                 );
                 assert!(u * 4 < real, "{function}: ± {u} says little about {real}");
                 estimated += 1;
@@ -305,6 +330,6 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
             None => assert!(count(s, "entries") <= count(t, "entries")),
         }
     }
-    // list_push and list_pop cancel often: those two are always extrapolated.
-    assert!(estimated >= 2, "{traced}");
+    // Every section aborts often enough to be extrapolated.
+    assert!(estimated >= 3, "{traced}");
 }

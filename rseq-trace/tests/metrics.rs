@@ -99,7 +99,7 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
         &[],
     );
     let (long_pid, short_pid) = (long.pid.to_string(), short.pid.to_string());
-    let (trace, log, addr) = exporter(&["--pid", &long_pid, "--pid", &short_pid]);
+    let (trace, log, addr) = exporter("exact", &["--pid", &long_pid, "--pid", &short_pid]);
     long.release();
     short.release();
     thread::sleep(Duration::from_millis(500));
@@ -114,13 +114,7 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
         .collect();
     assert!(scrapers.into_iter().all(|s| s.join().unwrap()));
 
-    let rules = repo_file("dashboards/rules.yml");
-    let prom = Prometheus::start(&addr, rules.to_str().unwrap());
-    prom.wait_for("rseq_entries_total", Duration::from_secs(30));
-    // Enough samples for rates over 10 s windows, and for the 5 m recording rules.
-    thread::sleep(Duration::from_secs(12));
-    assert_every_panel_has_data(&prom, &addr);
-    assert_every_rule_has_data(&prom, &rules);
+    let prom = assert_every_query_has_data(&addr, "rseq_entries_total");
     // What the integration run measured: the abort ratio per key.
     for r in prom.query("rseq:abort_ratio:rate5m") {
         eprintln!("abort ratio {} = {}", r["metric"]["key"], r["value"][1]);
@@ -137,7 +131,8 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     assert!(body.contains(&format!("pid=\"{long_pid}\"")));
 
     // --metrics-no-cpu: the same series without the cpu label.
-    let (mut lean, _lean_log, lean_addr) = exporter(&["--pid", &long_pid, "--metrics-no-cpu"]);
+    let (mut lean, _lean_log, lean_addr) =
+        exporter("exact", &["--pid", &long_pid, "--metrics-no-cpu"]);
     let body = metrics_of(&lean_addr);
     let entries: Vec<&str> = body
         .lines()
@@ -157,11 +152,52 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     let _ = long.finish();
 }
 
-/// `rseq-trace --mode exact ARGS --listen 127.0.0.1:0 --quiet --json`, once it serves: the
+/// The same queries against rseq-trace in the default mode (`sampled`): every panel and rule
+/// has data, and the abort ratio per key comes from the windows' counters.
+#[test]
+fn prometheus_queries_return_data_in_the_default_mode() {
+    support::require_root();
+    let workload = Workload::start(
+        &[
+            "--threads",
+            "2",
+            "--duration",
+            "40",
+            "--mismatch-every",
+            "50",
+        ],
+        &[],
+    );
+    let pid = workload.pid.to_string();
+    let (trace, log, addr) = exporter("sampled", &["--pid", &pid]);
+    workload.release();
+    thread::sleep(Duration::from_millis(500));
+    assert_promtool_accepts(&metrics_of(&addr));
+    let prom = assert_every_query_has_data(&addr, "rseq_ratio_entries_total");
+    // The workload makes every 50th attempt abort (its own CPU check): about 2% per key.
+    for r in prom.query("rseq:abort_ratio:rate5m") {
+        let ratio: f64 = r["value"][1].as_str().unwrap().parse().unwrap();
+        eprintln!("default mode: abort ratio {} = {ratio}", r["metric"]["key"]);
+        assert!(ratio > 0.0 && ratio < 0.1, "{r}");
+    }
+    for r in prom.query("rseq:abort_ratio_upper:rate5m") {
+        eprintln!(
+            "default mode: upper bound {} = {}",
+            r["metric"]["key"], r["value"][1]
+        );
+    }
+    kill(trace.id(), libc::SIGTERM);
+    let out = trace.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:#?}", log.rest());
+    kill(workload.pid, libc::SIGTERM);
+    let _ = workload.finish();
+}
+
+/// `rseq-trace --mode MODE ARGS --listen 127.0.0.1:0 --quiet --json`, once it serves: the
 /// process, its log, and the address it listens on.
-fn exporter(args: &[&str]) -> (std::process::Child, Lines, String) {
+fn exporter(mode: &str, args: &[&str]) -> (std::process::Child, Lines, String) {
     let mut trace = Command::new(trace_bin())
-        .args(["--mode", "exact"])
+        .args(["--mode", mode])
         .args(args)
         .args(["--listen", "127.0.0.1:0", "--quiet", "--json"])
         .stdout(Stdio::piped())
@@ -201,6 +237,19 @@ fn assert_promtool_accepts(body: &str) {
         String::from_utf8_lossy(&lint.stdout),
         String::from_utf8_lossy(&lint.stderr)
     );
+}
+
+/// A real Prometheus scraping `addr` with the project's rules, once `first` has data: every
+/// panel's and every rule's query returns data.
+fn assert_every_query_has_data(addr: &str, first: &str) -> Prometheus {
+    let rules = repo_file("dashboards/rules.yml");
+    let prom = Prometheus::start(addr, rules.to_str().unwrap());
+    prom.wait_for(first, Duration::from_secs(30));
+    // Enough samples for rates over 10 s windows, and for the 5 m recording rules.
+    thread::sleep(Duration::from_secs(12));
+    assert_every_panel_has_data(&prom, addr);
+    assert_every_rule_has_data(&prom, &rules);
+    prom
 }
 
 /// Every query of the dashboard's panels returns data.

@@ -1,0 +1,131 @@
+//! The default mode's abort ratio against the workload's own count of its attempts: in each
+//! scenario (rare or frequent aborts, rare or frequent cancels) and at 1 and 8 threads, every
+//! key gets a ratio with 95% bounds, and the true ratio lies within them.
+//!
+//! Bounds at 95% miss the truth in about one run of twenty by design. A scenario whose bounds
+//! miss it is run once more and must then hold; the first miss is printed, so a statistically
+//! unlucky run shows in the log rather than failing CI.
+
+mod support;
+
+use serde_json::Value;
+use support::{count, run_traced, workload_command};
+
+/// The workload's options for each scenario: `--mismatch-every N` makes one attempt in N
+/// abort (the section's own CPU check), whatever the machine's load; `--burst N` alternates N
+/// pushes and N pops on 8-slot stacks (4: cancels only when threads share a CPU's stack; 64:
+/// most push and pop steps cancel).
+const SCENARIOS: [(&str, &[&str]); 4] = [
+    ("rare aborts", &["--mismatch-every", "5000", "--burst", "4"]),
+    (
+        "frequent aborts",
+        &["--mismatch-every", "20", "--burst", "4"],
+    ),
+    ("rare cancels", &["--mismatch-every", "200", "--burst", "4"]),
+    (
+        "frequent cancels",
+        &["--mismatch-every", "200", "--burst", "64"],
+    ),
+];
+
+/// Per key of the traced run: (key, true ratio, reported ratio, [low, high]).
+fn ratios(truth: &Value, traced: &Value) -> Vec<(String, f64, f64, [f64; 2])> {
+    let truth_sections: Vec<&Value> = truth["sections"].as_object().unwrap().values().collect();
+    let mut out = Vec::new();
+    for key in traced["keys"].as_array().unwrap() {
+        let (mut aborts, mut entries) = (0, 0);
+        for name in key["sections"].as_array().unwrap() {
+            let name = name.as_str().unwrap();
+            let t = truth_sections
+                .iter()
+                .find(|t| name.starts_with(t["function"].as_str().unwrap()))
+                .unwrap_or_else(|| panic!("no ground truth for {name}: {truth}"));
+            aborts += count(t, "aborts");
+            entries += count(t, "entries");
+        }
+        let name = key["key"].as_str().unwrap().to_owned();
+        let ratio = key["abort_ratio"]
+            .as_f64()
+            .unwrap_or_else(|| panic!("{name}: no abort ratio in the default mode: {key}"));
+        let b = &key["abort_ratio_bounds"];
+        let bounds = [b[0].as_f64().unwrap(), b[1].as_f64().unwrap()];
+        out.push((name, aborts as f64 / entries as f64, ratio, bounds));
+    }
+    out
+}
+
+/// Runs one scenario in the default mode (no `--mode`); `Err` lists the keys whose bounds
+/// missed the truth.
+fn attempt(threads: &str, args: &[&str]) -> Result<(), String> {
+    let mut workload = vec!["--threads", threads, "--duration", "6"];
+    workload.extend_from_slice(args);
+    let (truth, traced) = run_traced(&["--mode", "sampled"], &workload_command(&workload));
+    assert_eq!(traced["mode"], "sampled");
+    let mut missed = Vec::new();
+    for (key, truth, ratio, [low, high]) in ratios(&truth, &traced) {
+        eprintln!("  {key}: true {truth:.5}, reported {ratio:.5} [{low:.5}, {high:.5}]");
+        assert!(low <= ratio && ratio <= high, "{key}: bounds out of order");
+        if !(low <= truth && truth <= high) {
+            missed.push(format!(
+                "{key}: true {truth:.5} outside [{low:.5}, {high:.5}]"
+            ));
+        }
+    }
+    if missed.is_empty() {
+        Ok(())
+    } else {
+        Err(missed.join("; "))
+    }
+}
+
+fn scenario(threads: &str, which: usize) {
+    support::require_root();
+    let (name, args) = SCENARIOS[which];
+    eprintln!("{name}, {threads} threads:");
+    if let Err(first) = attempt(threads, args) {
+        eprintln!("{name}, {threads} threads: missed once ({first}); running it again");
+        if let Err(again) = attempt(threads, args) {
+            panic!("{name}, {threads} threads: the bounds missed the truth twice: {first}; then {again}");
+        }
+    }
+}
+
+#[test]
+fn rare_aborts_1_thread() {
+    scenario("1", 0);
+}
+
+#[test]
+fn rare_aborts_8_threads() {
+    scenario("8", 0);
+}
+
+#[test]
+fn frequent_aborts_1_thread() {
+    scenario("1", 1);
+}
+
+#[test]
+fn frequent_aborts_8_threads() {
+    scenario("8", 1);
+}
+
+#[test]
+fn rare_cancels_1_thread() {
+    scenario("1", 2);
+}
+
+#[test]
+fn rare_cancels_8_threads() {
+    scenario("8", 2);
+}
+
+#[test]
+fn frequent_cancels_1_thread() {
+    scenario("1", 3);
+}
+
+#[test]
+fn frequent_cancels_8_threads() {
+    scenario("8", 3);
+}
