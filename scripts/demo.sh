@@ -33,3 +33,11 @@ print(f"{'SECTION':<28}  {'ENTRIES':>12}  {'COMMITS':>12}  {'ABORTS':>10}  {'CAN
 for s in t["sections"].values():
     print(f"{s['function']:<28}  {s['entries']:>12}  {s['commits']:>12}  {s['aborts']:>10}  {s['cancels']:>10}")
 PY
+
+# The default mode, which a fleet leaves running: every key's abort ratio with 95% bounds,
+# measured on short windows within 1% of the traced threads' CPU time.
+echo
+echo "The default mode (sampled, --budget 1) on the same workload, with every 50th attempt made to abort:"
+"$bin/rseq-trace" run --quiet --output "$gate" -- "$bin/rseq-workload" --threads 2 \
+    --duration "${DEMO_SECONDS:-3}" --mismatch-every 50 >"$truth"
+cat "$gate"

@@ -1,0 +1,100 @@
+#!/usr/bin/env python3
+"""The default mode's abort ratio, per scenario: what it costs the traced threads and how good it
+is, against the workload's own counts.
+
+Usage (root): bench/ratio_cost.py [SECONDS] [ROUNDS]   (defaults 6 and 3)
+
+Scenarios (tests/abort_ratio.rs runs the same ones): rare aborts (--mismatch-every 5000), frequent
+aborts (--mismatch-every 20), rare cancels (--burst 4) and frequent cancels (--burst 64), at 1 and
+8 threads. Each round runs the workload untraced and under `rseq-trace run` (the default mode,
+--budget 1) one after the other; the slowdown is untraced iterations per second over traced
+ones, as the median of the rounds. Error is the reported ratio's distance from the true one
+(the workload's aborts over its attempts, all keys), width the bounds' width, both relative to
+the true ratio, medians over the keys and rounds.
+"""
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRACE = os.path.join(REPO, "target/release/rseq-trace")
+WORKLOAD = os.path.join(REPO, "target/release/rseq-workload")
+SCENARIOS = [
+    ("rare aborts", ["--mismatch-every", "5000", "--burst", "4"]),
+    ("frequent aborts", ["--mismatch-every", "20", "--burst", "4"]),
+    ("rare cancels", ["--mismatch-every", "200", "--burst", "4"]),
+    ("frequent cancels", ["--mismatch-every", "200", "--burst", "64"]),
+]
+
+
+def rate(truth):
+    return truth["total_iterations"] / truth["elapsed_secs"]
+
+
+def untraced(cmd):
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    return json.loads(out)
+
+
+def traced(cmd):
+    with tempfile.NamedTemporaryFile(suffix=".json") as summary:
+        out = subprocess.run(
+            [TRACE, "run", "--quiet", "--json", "--output", summary.name, "--"] + cmd,
+            capture_output=True, text=True, check=True).stdout
+        return json.loads(out), json.load(open(summary.name))
+
+
+def quality(truth, report):
+    """[(relative error, relative width, covered)] per key."""
+    sections = list(truth["sections"].values())
+    out = []
+    for key in report["keys"]:
+        mine = [s for s in sections if any(n.startswith(s["function"]) for n in key["sections"])]
+        aborts = sum(s["aborts"] for s in mine)
+        entries = sum(s["entries"] for s in mine)
+        true = aborts / entries
+        r, (low, high) = key["abort_ratio"], key["abort_ratio_bounds"]
+        scale = true if true > 0 else 1.0
+        out.append((abs(r - true) / scale, (high - low) / scale, low <= true <= high))
+    return out
+
+
+def main():
+    seconds = sys.argv[1] if len(sys.argv) > 1 else "6"
+    rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    print(f"default mode (sampled, --budget 1), {seconds} s per run, {rounds} rounds; "
+          "slowdown = untraced iterations/s over traced (median); error and width of the "
+          "abort ratio relative to the true ratio (median over keys and rounds); covered = "
+          "runs x keys whose bounds hold the truth; probe cost = rseq-trace's own estimate "
+          "of the entry probes' share of the traced threads' CPU time")
+    print(f"{'scenario':<18} {'threads':>7} {'slowdown':>9} {'true ratio':>11} {'error':>7} "
+          f"{'width':>7} {'covered':>8} {'probe cost':>10}")
+    for name, args in SCENARIOS:
+        for threads in ["1", "8"]:
+            cmd = [WORKLOAD, "--threads", threads, "--duration", seconds] + args
+            slow, errors, widths, covered, total, cost, true_ratio = [], [], [], 0, 0, [], []
+            for _ in range(rounds):
+                base = untraced(cmd)
+                truth, report = traced(cmd)
+                slow.append(rate(base) / rate(truth))
+                s = report["sampling"]
+                cost.append(100 * s["probe_cost_seconds"] / max(s["traced_cpu_seconds"], 1e-9))
+                for e, w, c in quality(truth, report):
+                    errors.append(e)
+                    widths.append(w)
+                    covered += c
+                    total += 1
+                all_aborts = sum(v["aborts"] for v in truth["sections"].values())
+                all_entries = sum(v["entries"] for v in truth["sections"].values())
+                true_ratio.append(all_aborts / all_entries)
+            print(f"{name:<18} {threads:>7} {statistics.median(slow):>8.3f}x "
+                  f"{100 * statistics.median(true_ratio):>10.3f}% "
+                  f"{100 * statistics.median(errors):>6.1f}% {100 * statistics.median(widths):>6.1f}% "
+                  f"{covered:>4}/{total:<3} {statistics.median(cost):>9.2f}%", flush=True)
+
+
+if __name__ == "__main__":
+    main()
