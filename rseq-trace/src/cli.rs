@@ -115,6 +115,23 @@ pub(crate) struct Output {
     /// percent.
     #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_percent)]
     pub budget: f64,
+
+    /// Sampled mode: keep the cancel probes attached for the whole run, whatever they cost
+    /// (outside --budget), so that cancels stay exact. Without it, the probes of a file whose
+    /// cancels cost more than half the budget are moved into the windows, and its cancels are
+    /// estimated.
+    #[arg(long)]
+    pub exact_cancels: bool,
+}
+
+impl Output {
+    /// Sampled mode's options.
+    pub(crate) fn sampling(&self) -> rseq_trace::sampling::SamplingOptions {
+        rseq_trace::sampling::SamplingOptions {
+            budget_percent: self.budget,
+            exact_cancels: self.exact_cancels,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]

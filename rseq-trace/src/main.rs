@@ -77,7 +77,7 @@ async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCo
         .map(|p| TargetSpec::Pid(*p))
         .chain(targets.binaries.iter().cloned().map(TargetSpec::Binary))
         .collect();
-    let running = Running::start(specs, out.mode.into(), out.budget)?;
+    let running = Running::start(specs, out.mode.into(), out.sampling())?;
     let shown = agent::Shown {
         binary_mode: !targets.binaries.is_empty(),
         shares_terminal: false,
@@ -96,7 +96,8 @@ async fn run_command(args: cli::RunArgs) -> anyhow::Result<ExitCode> {
         pid,
         exe: child.exe.clone(),
     };
-    let running = match Running::start(vec![spec], args.output.mode.into(), args.output.budget) {
+    let running = match Running::start(vec![spec], args.output.mode.into(), args.output.sampling())
+    {
         Ok(r) => r,
         Err(e) => {
             // Never leave the stopped child behind.

@@ -232,15 +232,11 @@ fn aborts_mode_counts_aborts_and_cancels_exactly_without_entry_probes() {
             })
             .unwrap();
         assert_eq!(count(s, "aborts"), count(t, "aborts"), "{function} aborts");
-        // Cancels too, unless their probes cost more than the budget and were moved into the
-        // windows (marked, and then an estimate).
-        if s["cancels_estimated"] != true {
-            assert_eq!(
-                count(s, "cancels"),
-                count(t, "cancels"),
-                "{function} cancels"
-            );
-        }
+        assert_eq!(
+            count(s, "cancels"),
+            count(t, "cancels"),
+            "{function} cancels"
+        );
         // Not counted is not zero: entries, commits and the ratio are unknown.
         for field in ["entries", "commits", "abort_ratio"] {
             assert!(s[field].is_null(), "{function} {field} in aborts mode: {s}");
@@ -263,22 +259,16 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
     // or pop cancels depends on that thread's own steps, not on how fast the others progress
     // (which the entry probes change inside windows: the estimate's assumption, see
     // `estimate.rs`). With 4 threads the 7.2 VM once saw list_pop's commits 1.75% off, outside
-    // the ± 1.67%. Every 50th attempt aborts (its own CPU check), so every section has
-    // references; pushes and pops cancel rarely (`--burst 4`), so their cancel probes cost little
-    // and stay attached for the whole run (cancels exact).
-    let args = workload_command(&[
-        "--threads",
-        "2",
-        "--delay",
-        "50",
-        "--duration",
-        "8",
-        "--burst",
-        "4",
-        "--mismatch-every",
-        "50",
-    ]);
-    let (truth, traced) = run_traced(&["--mode", "sampled", "--budget", "5"], &args);
+    // the ± 1.67%. `--exact-cancels` keeps the frequent cancels' probes attached all along (by
+    // default they would be moved into the windows, see `every_mode`), so that they stay the
+    // exact references entries are extrapolated from. The budget is generous (20%) because the
+    // windows' probe cost is now measured: in a TCG VM a trap costs far more than here, and a
+    // small budget there buys too few windows for an uncertainty under a quarter.
+    let args = workload_command(&["--threads", "2", "--delay", "50", "--duration", "8"]);
+    let (truth, traced) = run_traced(
+        &["--mode", "sampled", "--budget", "20", "--exact-cancels"],
+        &args,
+    );
     assert_eq!(traced["mode"], "sampled");
     let sampling = &traced["sampling"];
     assert!(count(sampling, "windows") >= 3, "{sampling}");
@@ -292,15 +282,11 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
             .find(|s| s["name"].as_str().unwrap().starts_with(function))
             .unwrap();
         assert_eq!(count(s, "aborts"), count(t, "aborts"), "{function} aborts");
-        // Cancels too, unless their probes cost more than the budget and were moved into the
-        // windows (marked, and then an estimate).
-        if s["cancels_estimated"] != true {
-            assert_eq!(
-                count(s, "cancels"),
-                count(t, "cancels"),
-                "{function} cancels"
-            );
-        }
+        assert_eq!(
+            count(s, "cancels"),
+            count(t, "cancels"),
+            "{function} cancels"
+        );
         let estimate = &s["estimate"];
         assert!(
             estimate.is_object(),
@@ -330,6 +316,6 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
             None => assert!(count(s, "entries") <= count(t, "entries")),
         }
     }
-    // Every section aborts often enough to be extrapolated.
-    assert!(estimated >= 3, "{traced}");
+    // list_push and list_pop cancel often: those two are always extrapolated.
+    assert!(estimated >= 2, "{traced}");
 }

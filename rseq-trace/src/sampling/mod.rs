@@ -33,6 +33,16 @@ pub(crate) const CONTROL_PERIOD: Duration = Duration::from_millis(100);
 /// pay for a long burst later.
 pub(crate) const CREDIT_HORIZON_SECS: f64 = 10.0;
 
+/// How sampled mode may spend: the budget, and whether cancels must stay exact.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SamplingOptions {
+    /// The share of the traced threads' CPU time the windows may cost, in percent.
+    pub budget_percent: f64,
+    /// Keep the cancel probes attached for the whole run, whatever they cost (outside the
+    /// budget): cancels stay exact.
+    pub exact_cancels: bool,
+}
+
 /// What sampling did, for the summary and the metrics.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
 pub struct SamplingStats {

@@ -18,7 +18,7 @@ use tracing::{debug, warn};
 use super::{
     cpu_clock::CpuClock,
     exit_cost::{self, ExitCost},
-    Budget, CONTROL_PERIOD, SETTLE,
+    Budget, SamplingOptions, CONTROL_PERIOD, SETTLE,
 };
 use crate::{
     bpf::{calibrate::HitCosts, DetachOnDrop},
@@ -68,6 +68,8 @@ struct Reading {
 /// The windows' controller.
 pub struct Sampler {
     percent: f64,
+    /// `--exact-cancels`: the cancel probes stay attached, outside the budget.
+    exact_cancels: bool,
     /// What a probe hit costs here, by kind.
     costs: HitCosts,
     budget: Budget,
@@ -80,11 +82,13 @@ pub struct Sampler {
 }
 
 impl Sampler {
-    /// `percent` of the traced threads' CPU time may go to the entry probes, each hit costing
-    /// what `costs` says.
-    pub fn new(percent: f64, costs: HitCosts) -> Self {
+    /// The windows may cost the traced threads what `options` says, each hit costing what
+    /// `costs` says.
+    pub fn new(options: SamplingOptions, costs: HitCosts) -> Self {
+        let percent = options.budget_percent;
         Sampler {
             percent,
+            exact_cancels: options.exact_cancels,
             costs,
             budget: Budget::new(percent),
             clock: CpuClock::default(),
@@ -162,8 +166,10 @@ impl Sampler {
         self.budget.earn(used, self.cpu_rate);
         session.sampling.budget_percent = self.percent;
         session.sampling.hit_costs = Some(self.costs);
-        self.exits
-            .check(session, &mut self.budget, &self.costs, self.cpu_rate, now);
+        if !self.exact_cancels {
+            self.exits
+                .check(session, &mut self.budget, &self.costs, self.cpu_rate, now);
+        }
         session.sampling.traced_cpu_seconds += used;
         let Some(len) = self.budget.next_window(self.cpu_rate) else {
             return idle;

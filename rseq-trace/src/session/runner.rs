@@ -20,7 +20,7 @@ use super::{Session, Status, TargetSpec};
 use crate::{
     bpf::maps::{MapIds, Maps},
     error::{AttachError, SessionError},
-    sampling::sampler::Sampler,
+    sampling::{sampler::Sampler, SamplingOptions},
     snapshot::Reader,
 };
 
@@ -39,8 +39,12 @@ pub struct Running {
 
 impl Running {
     /// Starts the session on its thread and returns once its probes are attached (or with the
-    /// reason they could not be). `budget` is sampled mode's, in percent.
-    pub fn start(specs: Vec<TargetSpec>, mode: Mode, budget: f64) -> Result<Running, SessionError> {
+    /// reason they could not be). `sampling`: sampled mode's budget and options.
+    pub fn start(
+        specs: Vec<TargetSpec>,
+        mode: Mode,
+        sampling: SamplingOptions,
+    ) -> Result<Running, SessionError> {
         let (started_tx, started_rx) = mpsc::channel();
         let (stop, stopped) = mpsc::channel();
         let thread = std::thread::Builder::new()
@@ -60,7 +64,7 @@ impl Running {
                 if started_tx.send(Ok((rx, session.map_ids()))).is_err() {
                     return Ok(());
                 }
-                let sampler = costs.map(|c| Sampler::new(budget, c));
+                let sampler = costs.map(|c| Sampler::new(sampling, c));
                 poll_loop(session, sampler, &tx, &stopped)
             })
             .map_err(SessionError::Thread)?;
