@@ -86,18 +86,10 @@ pub enum AttachError {
     /// A program or map rseq-trace expects is not in the eBPF object; it names what is missing.
     #[error("the eBPF object has no {0}: it was built from another version of rseq-trace")]
     Missing(&'static str),
-    /// A probe point falls inside a critical section, where a uprobe would break the section.
-    #[error(
-        "refusing to probe {addr:#x}: it lies inside the critical section at {start:#x}..{end:#x}"
-    )]
-    InsideSection {
-        /// The probe point refused.
-        addr: u64,
-        /// The start of the critical section it lies in.
-        start: u64,
-        /// The end of that critical section, exclusive.
-        end: u64,
-    },
+    /// A probe point the guard refused (inside a critical section, where a uprobe would break
+    /// the section): the same refusal the plan gives.
+    #[error(transparent)]
+    Refused(#[from] crate::catalog::probe_plan::Refusal),
     /// A probe point has no file offset, so the kernel could not be told where to put it.
     #[error("{addr:#x} is not in any loadable segment of {path}")]
     NotMapped {

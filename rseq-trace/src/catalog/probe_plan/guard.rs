@@ -1,6 +1,7 @@
 //! The guard that keeps every probe out of [start_ip, post_commit_ip) (REFERENCE §5: a probe
 //! there silently corrupts the traced program's per-CPU data).
 
+use super::Refusal;
 use crate::{elf::CriticalSection, error::AttachError};
 
 /// The guard: refuses any address inside any critical section of a file. Built once per file,
@@ -34,7 +35,7 @@ impl Guard {
     /// `Err` when `addr` lies in [start_ip, post_commit_ip) of a section.
     pub fn check(&self, addr: u64) -> Result<(), AttachError> {
         match self.containing(addr) {
-            Some((start, end)) => Err(AttachError::InsideSection { addr, start, end }),
+            Some((start, end)) => Err(Refusal::InsideSection { addr, start, end }.into()),
             None => Ok(()),
         }
     }
