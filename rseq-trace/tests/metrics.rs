@@ -90,6 +90,23 @@ fn metrics_of(addr: &str) -> String {
     body
 }
 
+/// The first /metrics body that `ready` accepts (an event, not a guess at a delay); panics
+/// after 30 s with `what` and the last body.
+fn metrics_when(addr: &str, what: &str, ready: impl Fn(&str) -> bool) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let body = metrics_of(addr);
+        if ready(&body) {
+            return body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "waited 30 s for {what}: {body}"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 #[test]
 fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     support::require_root();
@@ -102,9 +119,13 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
     let (trace, log, addr) = exporter("exact", &["--pid", &long_pid, "--pid", &short_pid]);
     long.release();
     short.release();
-    thread::sleep(Duration::from_millis(500));
-
-    assert_promtool_accepts(&metrics_of(&addr));
+    let counted = |pid: &str| format!("pid=\"{pid}\"");
+    let body = metrics_when(&addr, "entries of both workloads", |b| {
+        b.contains("rseq_entries_total{")
+            && b.contains(&counted(&long_pid))
+            && b.contains(&counted(&short_pid))
+    });
+    assert_promtool_accepts(&body);
     // Many concurrent scrapers.
     let scrapers: Vec<_> = (0..16)
         .map(|_| {
@@ -122,12 +143,9 @@ fn prometheus_scrapes_and_every_dashboard_and_rule_query_returns_data() {
 
     // The short workload has exited by now: its series are gone, the long one's remain.
     short.finish();
-    thread::sleep(Duration::from_millis(300));
-    let body = metrics_of(&addr);
-    assert!(
-        !body.contains(&format!("pid=\"{short_pid}\"")),
-        "series of an exited process remain"
-    );
+    let body = metrics_when(&addr, "the exited process's series to go", |b| {
+        !b.contains(&counted(&short_pid))
+    });
     assert!(body.contains(&format!("pid=\"{long_pid}\"")));
 
     // --metrics-no-cpu: the same series without the cpu label.
@@ -171,8 +189,11 @@ fn prometheus_queries_return_data_in_the_default_mode() {
     let pid = workload.pid.to_string();
     let (trace, log, addr) = exporter("sampled", &["--pid", &pid]);
     workload.release();
-    thread::sleep(Duration::from_millis(500));
-    assert_promtool_accepts(&metrics_of(&addr));
+    // Once a sampling window has counted entries.
+    let body = metrics_when(&addr, "a sampling window", |b| {
+        b.contains("rseq_ratio_entries_total{")
+    });
+    assert_promtool_accepts(&body);
     let prom = assert_every_query_has_data(&addr, "rseq_ratio_entries_total");
     // The workload makes every 50th attempt abort (its own CPU check): about 2% per key.
     for r in prom.query("rseq:abort_ratio:rate5m") {
