@@ -162,4 +162,10 @@ impl Maps {
         let now = crate::session::hold_watchdog::monotonic_ns();
         Ok(self.heartbeat.set(0, now, 0)?)
     }
+
+    /// Makes the heartbeat stale for good (the boot, long past), so that the library hook holds
+    /// no process from now on: the last sweep of `DL_PENDING` after this one misses none.
+    pub fn stop_holding(&mut self) {
+        let _ = self.heartbeat.set(0, 0, 0);
+    }
 }

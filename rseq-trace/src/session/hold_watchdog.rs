@@ -3,8 +3,9 @@
 //! killer, a crash) or stops answering (frozen, overloaded), nothing would ever continue it. So
 //! a process of its own, this binary run again, watches the agent: once the agent is gone, or
 //! its heartbeat is older than [`HOLD_FRESH_NS`] (when the eBPF side also stops holding), it
-//! continues every process the hook stopped, and exits once the agent is gone. It holds no
-//! probe and no program, only the two maps, opened by id, so it never keeps a probe attached.
+//! continues every process the hook stopped, and exits once the agent is gone and its
+//! heartbeat stale, when no new hold can be made. It holds no probe and no program, only the
+//! two maps, opened by id, so it never keeps a probe attached.
 //!
 //! It continues only processes the hook stopped (those in `DL_PENDING`): a process stopped by
 //! its user or a debugger is never continued.
@@ -43,7 +44,8 @@ pub fn spawn(pending_map: u32, heartbeat_map: u32) -> io::Result<Child> {
         .spawn()
 }
 
-/// The watchdog's loop: returns once agent `agent` is gone and every hold is released.
+/// The watchdog's loop: returns once agent `agent` is gone, its heartbeat stale and every hold
+/// released.
 pub fn run(agent: u32, pending_map: u32, heartbeat_map: u32) -> Result<(), MapError> {
     let mut pending: HashMap<MapData, u32, u8> =
         HashMap::try_from(Map::HashMap(MapData::from_id(pending_map)?))?;
@@ -70,7 +72,12 @@ pub fn run(agent: u32, pending_map: u32, heartbeat_map: u32) -> Result<(), MapEr
                 }
             }
         }
-        if gone {
+        // Gone is not enough to stop watching: the first of the agent's threads to exit
+        // reparents this process while the others may still hold the loader hook's link open,
+        // and the process just continued may reach the loader's next change in that gap. Only
+        // once the heartbeat is stale too can no new hold be made (the hook holds only while it
+        // is fresh), so the sweep just done was the last one needed.
+        if gone && stale {
             return Ok(());
         }
         std::thread::sleep(PERIOD);

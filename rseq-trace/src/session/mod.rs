@@ -255,6 +255,9 @@ impl Session {
 impl Drop for Session {
     /// Never leave a process stopped at a loader change behind.
     fn drop(&mut self) {
+        // The hook first, or a process continued here could be held again at its loader's next
+        // change before the probes are detached, with nobody left to continue it.
+        self.tracer.maps.stop_holding();
         for pid in self.tracer.maps.take_dl_pending() {
             // Continuing a process this session stopped.
             let _ = procfs::send_signal(pid, rustix::process::Signal::CONT);
