@@ -116,12 +116,12 @@ pub(crate) struct Output {
     #[arg(long, value_name = "PCT", default_value = "1", value_parser = parse_percent)]
     pub budget: f64,
 
-    /// Sampled mode: keep the cancel probes attached for the whole run, whatever they cost
-    /// (outside --budget), so that cancels stay exact. Without it, the probes of a file whose
-    /// cancels cost more than half the budget are moved into the windows, and its cancels are
-    /// estimated.
-    #[arg(long)]
-    pub exact_cancels: bool,
+    /// Sampled mode: keep the abort and cancel probes attached for the whole run, whatever
+    /// they cost (outside --budget), so that aborts and cancels stay exact. Without it, the
+    /// abort (or cancel) probes of a file whose aborts (or cancels) cost more than half the
+    /// budget are moved into the windows, and those counts are estimated.
+    #[arg(long, alias = "exact-cancels")]
+    pub exact_exits: bool,
 }
 
 impl Output {
@@ -129,7 +129,7 @@ impl Output {
     pub(crate) fn sampling(&self) -> rseq_trace::sampling::SamplingOptions {
         rseq_trace::sampling::SamplingOptions {
             budget_percent: self.budget,
-            exact_cancels: self.exact_cancels,
+            exact_exits: self.exact_exits,
         }
     }
 }

@@ -54,13 +54,21 @@ fn ratios(truth: &Value, traced: &Value) -> Vec<(String, f64, f64, [f64; 2])> {
     out
 }
 
+/// Iterations of all threads together: about 6 CPU seconds of this debug build.
+const ITERATIONS: u64 = 60_000_000;
+
 /// Runs one scenario in the default mode (no `--mode`); `Err` lists the keys whose bounds
-/// missed the truth.
+/// missed the truth. The workload runs a number of iterations, not a time: the budget is a
+/// share of the traced threads' CPU time, so a run of fixed work buys the same windows on a
+/// busy machine (where it takes longer) as on an idle one, while a run of fixed duration
+/// starved of CPU by a neighbour would buy a few.
 fn attempt(threads: &str, args: &[&str]) -> Result<(), String> {
-    let mut workload = vec!["--threads", threads, "--duration", "6"];
+    let per_thread = (ITERATIONS / threads.parse::<u64>().unwrap()).to_string();
+    let mut workload = vec!["--threads", threads, "--iterations", &per_thread];
     workload.extend_from_slice(args);
     let (truth, traced) = run_traced(&["--mode", "sampled"], &workload_command(&workload));
     assert_eq!(traced["mode"], "sampled");
+    eprintln!("  sampling: {}", traced["sampling"]);
     let mut missed = Vec::new();
     for (key, truth, ratio, [low, high]) in ratios(&truth, &traced) {
         eprintln!("  {key}: true {truth:.5}, reported {ratio:.5} [{low:.5}, {high:.5}]");

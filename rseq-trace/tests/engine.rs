@@ -259,14 +259,14 @@ fn sampled_mode_estimates_cover_the_truth_and_aborts_stay_exact() {
     // or pop cancels depends on that thread's own steps, not on how fast the others progress
     // (which the entry probes change inside windows: the estimate's assumption, see
     // `estimate.rs`). With 4 threads the 7.2 VM once saw list_pop's commits 1.75% off, outside
-    // the ± 1.67%. `--exact-cancels` keeps the frequent cancels' probes attached all along (by
+    // the ± 1.67%. `--exact-exits` keeps the frequent cancels' probes attached all along (by
     // default they would be moved into the windows, see `every_mode`), so that they stay the
     // exact references entries are extrapolated from. The budget is generous (20%) because the
     // windows' probe cost is now measured: in a TCG VM a trap costs far more than here, and a
     // small budget there buys too few windows for an uncertainty under a quarter.
     let args = workload_command(&["--threads", "2", "--delay", "50", "--duration", "8"]);
     let (truth, traced) = run_traced(
-        &["--mode", "sampled", "--budget", "20", "--exact-cancels"],
+        &["--mode", "sampled", "--budget", "20", "--exact-exits"],
         &args,
     );
     assert_eq!(traced["mode"], "sampled");

@@ -33,9 +33,9 @@ fn traced_run(mode: &str) -> (Value, Value) {
 }
 
 /// Aborts and cancels, which every mode counts exactly, section by section. In sampled mode a
-/// section's cancels may be counted in the windows only, when their probes cost more than the
-/// budget allows: they are then marked (`cancels_estimated`) and checked as the estimate they
-/// are.
+/// section's aborts or cancels may be counted in the windows only, when their probes cost more
+/// than the budget allows: they are then marked (`aborts_estimated`, `cancels_estimated`) and
+/// checked as the estimate they are.
 fn assert_aborts_and_cancels_exact(truth: &Value, traced: &Value) {
     let exe = std::fs::canonicalize(workload_bin()).unwrap();
     let exe = exe.to_str().unwrap();
@@ -48,25 +48,30 @@ fn assert_aborts_and_cancels_exact(truth: &Value, traced: &Value) {
             .filter(|s| s["object"] == exe && s["name"].as_str().unwrap().starts_with(function))
             .collect();
         assert_eq!(matching.len(), 1, "{function}: {traced}");
-        let s = matching[0];
-        assert_eq!(count(s, "aborts"), count(t, "aborts"), "{function} aborts");
-        let (cancels, real) = (count(s, "cancels"), count(t, "cancels"));
-        if s["cancels_lower_bound"] == true {
-            eprintln!("{function}: cancels >={cancels} (sampled, no estimate yet), truth {real}");
-            assert!(
-                cancels <= real,
-                "{function}: cancels >={cancels}, truth {real}"
+        for what in ["aborts", "cancels"] {
+            assert_exit_count(
+                &format!("{function} {what}"),
+                matching[0],
+                what,
+                count(t, what),
             );
-        } else if s["cancels_estimated"] == true {
-            let u = count(&s["estimate"], "cancels_uncertainty");
-            eprintln!("{function}: cancels ~{cancels} ± {u} (sampled), truth {real}");
-            assert!(
-                cancels.abs_diff(real) <= u,
-                "{function}: cancels ~{cancels} ± {u}, truth {real}"
-            );
-        } else {
-            assert_eq!(cancels, real, "{function} cancels: traced vs ground truth");
         }
+    }
+}
+
+/// One section's `what` (aborts or cancels) against the program's own count `real`: equal, or
+/// covered by the estimate's uncertainty, or at most it when it is a lower bound.
+fn assert_exit_count(name: &str, s: &Value, what: &str, real: u64) {
+    let n = count(s, what);
+    if s[format!("{what}_lower_bound")] == true {
+        eprintln!("{name}: >={n} (sampled, no estimate yet), truth {real}");
+        assert!(n <= real, "{name}: >={n}, truth {real}");
+    } else if s[format!("{what}_estimated")] == true {
+        let u = count(&s["estimate"], &format!("{what}_uncertainty"));
+        eprintln!("{name}: ~{n} ± {u} (sampled), truth {real}");
+        assert!(n.abs_diff(real) <= u, "{name}: ~{n} ± {u}, truth {real}");
+    } else {
+        assert_eq!(n, real, "{name}: traced vs ground truth");
     }
 }
 

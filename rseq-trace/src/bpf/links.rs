@@ -8,7 +8,7 @@ use aya::programs::uprobe::{UProbeAttachLocation, UProbeAttachPoint, UProbeLink,
 use rseq_common::{mode::Mode, Cookie, Event};
 use tracing::debug;
 
-use super::{multi_link::MultiLink, uprobe, Tracer};
+use super::{exits::ExitKind, multi_link::MultiLink, uprobe, Tracer};
 use crate::{
     catalog::probe_plan::{Guard, ProbePlan},
     elf::{image::ElfImage, CriticalSection},
@@ -61,10 +61,10 @@ impl Tracer {
         };
         let mut always = group();
         let mut sampled = group();
-        // Sampled mode: cancels attached for the whole session, until their cost calls for
-        // windows (`bpf::cancels`).
-        let mut cancels = group();
-        let mut cancelling = Vec::new();
+        // Sampled mode: aborts and cancels attached for the whole session, until their cost
+        // calls for windows (`bpf::exits`), with the sections they belong to.
+        let mut aborts = (group(), Vec::new());
+        let mut cancels = (group(), Vec::new());
         let guard = Guard::new(all);
         for (id, plan) in sections {
             let entry = (self.mode != Mode::Aborts).then_some((plan.entry, Event::Entry));
@@ -80,13 +80,17 @@ impl Tracer {
                         addr,
                         path: path.to_owned(),
                     })?;
+                let exits = match event {
+                    Event::Abort => &mut aborts,
+                    _ => &mut cancels,
+                };
                 let to = match (self.mode, event) {
                     (Mode::Sampled, Event::Entry) => &mut sampled,
-                    (Mode::Sampled, Event::Cancel) => {
-                        if cancelling.last() != Some(id) {
-                            cancelling.push(*id);
+                    (Mode::Sampled, _) => {
+                        if exits.1.last() != Some(id) {
+                            exits.1.push(*id);
                         }
-                        &mut cancels
+                        &mut exits.0
                     }
                     _ => &mut always,
                 };
@@ -104,8 +108,10 @@ impl Tracer {
         if !sampled.offsets.is_empty() {
             self.sample_groups.push(sampled);
         }
-        if !cancels.offsets.is_empty() {
-            self.attach_cancels(cancels, cancelling)?;
+        for (kind, (g, ids)) in [(ExitKind::Abort, aborts), (ExitKind::Cancel, cancels)] {
+            if !g.offsets.is_empty() {
+                self.attach_exits(kind, g, ids)?;
+            }
         }
         Ok(())
     }
@@ -137,9 +143,10 @@ impl Tracer {
         Ok(Links::Perf { _links: links })
     }
 
-    /// Sampled mode: attaches every entry probe; [`Tracer::open_gate`] then starts counting, so
-    /// that entries, aborts and cancels are counted over the same time. Returns the number of entry probes attached;
-    /// groups whose process or file is gone are dropped.
+    /// Sampled mode: attaches every entry probe (and the exit probes moved into the windows);
+    /// [`Tracer::open_gate`] then starts counting, so that entries, aborts and cancels are
+    /// counted over the same time. Returns the number of probes attached; groups whose process
+    /// or file is gone are dropped.
     pub fn open_window(&mut self) -> Result<usize, AttachError> {
         let groups = std::mem::take(&mut self.sample_groups);
         let mut links = Vec::with_capacity(groups.len());

@@ -2,9 +2,9 @@
 //! uprobes and tracepoints, and the maps they count in.
 
 pub mod calibrate;
-mod cancels;
 #[cfg(test)]
 mod ebpf_frames;
+pub mod exits;
 pub mod kernel_features;
 mod links;
 pub mod maps;
@@ -59,8 +59,8 @@ pub struct Tracer {
     /// Sampled mode: the entry probes (and the cancel probes moved there), attached only for
     /// windows.
     sample_groups: Vec<links::ProbeGroup>,
-    /// Sampled mode: the cancel probes, per file.
-    cancel_groups: Vec<cancels::CancelGroup>,
+    /// Sampled mode: the abort and cancel probes, per file and kind.
+    exit_groups: Vec<exits::ExitGroup>,
     /// The entry probes while a window is open.
     window: Option<DetachOnDrop>,
     /// Whether the `rseq_ip_fixup` tracepoint is attached, so kernel restarts are counted.
@@ -121,7 +121,7 @@ impl Tracer {
             multi,
             links: Vec::new(),
             sample_groups: Vec::new(),
-            cancel_groups: Vec::new(),
+            exit_groups: Vec::new(),
             window: None,
             restarts_counted,
         })

@@ -305,9 +305,10 @@ fn ratio_families(
 
 fn estimate_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> Vec<MetricFamily> {
     let mut families = Vec::new();
-    let gauges: [GaugeSpec; 4] = [
+    let gauges: [GaugeSpec; 5] = [
         ("rseq_entries_estimated", "Sampled mode: estimated attempts entered since tracing began (extrapolated from sampling windows by the exact aborts and cancels).", |t| t.entries as f64),
         ("rseq_commits_estimated", "Sampled mode: estimated attempts committed since tracing began.", |t| t.commits as f64),
+        ("rseq_aborts_estimated", "Sampled mode: aborts since tracing began, estimated where abort probes were moved into the sampling windows (their cost called for it), else as counted.", |t| t.aborts as f64),
         ("rseq_cancels_estimated", "Sampled mode: cancels since tracing began, estimated where cancel probes were moved into the sampling windows (their cost called for it), else as counted.", |t| t.cancels as f64),
         ("rseq_estimate_uncertainty", "Sampled mode: half-width (3 standard errors) of the interval around rseq_entries_estimated and rseq_commits_estimated; NaN when no abort or cancel was seen in a window yet.", |t| {
             t.estimate.and_then(|e| e.uncertainty).map_or(f64::NAN, |u| u as f64)

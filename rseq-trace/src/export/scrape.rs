@@ -91,12 +91,7 @@ impl ScrapeView {
             }
             let t = Tally::from_counters(c);
             if status.mode == rseq_common::mode::Mode::Sampled {
-                let windowed = status.windowed_cancels.contains(&k.section);
-                let s = if windowed {
-                    t.with_cancels_sampled()
-                } else {
-                    t
-                };
+                let s = status.windowed.tally(k.section, c);
                 sampled.entry(values.clone()).or_default().add(&s);
             }
             series.entry(values).or_default().add(&t);

@@ -68,8 +68,12 @@ impl Report {
                 k.key,
                 entries,
                 commits,
-                t.aborts,
-                t.kernel_restarts,
+                aborts(t),
+                marked(
+                    t.kernel_restarts,
+                    t.aborts_estimated,
+                    t.aborts_lower_bound()
+                ),
                 cancels(t),
                 ratio
             );
@@ -139,7 +143,7 @@ impl Report {
                 p.comm,
                 shown(p.total.entries, &p.total),
                 shown(p.total.commits, &p.total),
-                p.total.aborts,
+                aborts(&p.total),
                 cancels(&p.total)
             );
         }
@@ -175,12 +179,22 @@ fn figure(v: f64) -> String {
 /// The cancels, `~N` when some were counted in the sampling windows only, `>=N` when that
 /// estimate is a lower bound.
 fn cancels(t: &Tally) -> String {
-    if t.cancels_lower_bound() {
-        format!(">={}", t.cancels)
-    } else if t.cancels_estimated {
-        format!("~{}", t.cancels)
+    marked(t.cancels, t.cancels_estimated, t.cancels_lower_bound())
+}
+
+/// The aborts, marked as the cancels are.
+fn aborts(t: &Tally) -> String {
+    marked(t.aborts, t.aborts_estimated, t.aborts_lower_bound())
+}
+
+/// `N`, `~N` when estimated, `>=N` when the estimate is a lower bound.
+fn marked(value: u64, estimated: bool, lower_bound: bool) -> String {
+    if lower_bound {
+        format!(">={value}")
+    } else if estimated {
+        format!("~{value}")
     } else {
-        t.cancels.to_string()
+        value.to_string()
     }
 }
 

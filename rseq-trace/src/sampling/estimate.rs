@@ -16,7 +16,7 @@
 
 use serde::Serialize;
 
-use crate::snapshot::counts::Tally;
+use crate::snapshot::counts::{AbortCauses, Tally};
 
 /// How many standard errors the reported uncertainty spans (99.7% for a normal error).
 pub const SIGMAS: f64 = 3.0;
@@ -41,6 +41,26 @@ pub struct Estimate {
     /// `commits` too.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cancels_uncertainty: Option<u64>,
+    /// Where some aborts were counted in the windows only: the half-width around `aborts`, as
+    /// for cancels.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub aborts_uncertainty: Option<u64>,
+    /// The exits as counted, before the sampled ones were scaled ([`Tally::raw`]).
+    #[serde(skip)]
+    pub counted: Counted,
+}
+
+/// A tally's aborts and cancels as counted, which extrapolation replaces.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counted {
+    /// As counted: `Tally::aborts`.
+    pub aborts: u64,
+    /// As counted: `Tally::cancels`.
+    pub cancels: u64,
+    /// As counted: `Tally::kernel_restarts`.
+    pub kernel_restarts: u64,
+    /// As counted: `Tally::abort_causes`.
+    pub abort_causes: AbortCauses,
 }
 
 impl Estimate {
@@ -52,11 +72,12 @@ impl Estimate {
 
     /// The same for commits, whose uncertainty also has the estimated cancels' part.
     pub fn commits_bounds(&self, commits: u64) -> Option<[u64; 2]> {
-        let u = self.uncertainty?;
-        let c = self.cancels_uncertainty.unwrap_or(0);
+        let u = self.uncertainty? as f64;
+        let c = self.cancels_uncertainty.unwrap_or(0) as f64;
+        let a = self.aborts_uncertainty.unwrap_or(0) as f64;
         Some(around(
             commits,
-            ((u * u + c * c) as f64).sqrt().ceil() as u64,
+            (u * u + c * c + a * a).sqrt().ceil() as u64,
         ))
     }
 }
@@ -66,52 +87,94 @@ pub fn extrapolate(raw: &Tally) -> Tally {
     let sampled = raw.entries;
     // Aborts our own entry probe made happen only while it is attached: no reference.
     let references = raw.aborts - raw.abort_causes.probe.min(raw.aborts) + raw.cancels;
-    let in_windows = (raw.window_aborts + raw.window_cancels).min(references);
+    // The windows' aborts of sections whose aborts are sampled are no reference: they are
+    // what is scaled.
+    let in_windows =
+        (raw.window_aborts.saturating_sub(raw.sampled_aborts) + raw.window_cancels).min(references);
     let (entries, uncertainty) = match estimate_entries(sampled, in_windows, references) {
         Some((e, sigma)) => (e.round() as u64, Some((SIGMAS * sigma).ceil() as u64)),
         None => (sampled, None),
     };
-    // Cancels counted in windows only scale like the entries the windows saw.
-    let (cancels, cancels_uncertainty) = sampled_cancels(raw, entries, uncertainty);
-    let ended = references + (cancels - raw.cancels);
+    // Aborts and cancels counted in windows only scale like the entries the windows saw.
+    let scale = |estimated: bool, count: u64| {
+        estimated.then(|| scale_sample(count, sampled, entries, uncertainty))
+    };
+    let cancels = scale(raw.cancels_estimated, raw.sampled_cancels);
+    let aborts = scale(raw.aborts_estimated, raw.sampled_aborts);
+    let (extra_cancels, extra_aborts) = (cancels.map_or(0, |c| c.0), aborts.map_or(0, |a| a.0));
+    let ended = references + extra_cancels + extra_aborts;
     // Entries cannot be fewer than the attempts seen to end.
     let entries = entries.max(ended);
+    let mut abort_causes = raw.abort_causes;
+    let kernel = add_shares(&mut abort_causes, &raw.sampled_causes, extra_aborts);
     Tally {
         entries,
         commits: entries - ended,
-        cancels,
+        aborts: raw.aborts + extra_aborts,
+        kernel_restarts: raw.kernel_restarts + kernel,
+        abort_causes,
+        cancels: raw.cancels + extra_cancels,
         estimate: Some(Estimate {
             sampled_entries: sampled,
             sampled_references: in_windows,
             uncertainty,
-            cancels_uncertainty,
+            cancels_uncertainty: cancels.and_then(|c| c.1),
+            aborts_uncertainty: aborts.and_then(|a| a.1),
+            counted: Counted {
+                aborts: raw.aborts,
+                cancels: raw.cancels,
+                kernel_restarts: raw.kernel_restarts,
+                abort_causes: raw.abort_causes,
+            },
         }),
         ..*raw
     }
 }
 
-/// The cancels of a tally some of whose sections' cancels were counted in windows only, given
-/// its estimated `entries` (± `uncertainty`): (cancels, their uncertainty). Those cancels scale
-/// like the entries: C = C_w x E / S, with a relative error from the entries' and from C_w's
-/// own (a count of events: 1 / sqrt(C_w)).
-fn sampled_cancels(raw: &Tally, entries: u64, uncertainty: Option<u64>) -> (u64, Option<u64>) {
-    let sampled = raw.entries;
-    if !raw.cancels_estimated || sampled == 0 {
-        return (raw.cancels, None);
-    }
-    // Without an estimate of the entries there is nothing to scale by: the windows' own cancels
-    // are a lower bound (`Tally::cancels_lower_bound`).
-    if uncertainty.is_none() {
-        return (raw.cancels + raw.sampled_cancels, None);
-    }
-    let scaled = raw.sampled_cancels as f64 * entries as f64 / sampled as f64;
-    let relative_entries = uncertainty.map_or(0.0, |u| u as f64 / entries.max(1) as f64);
-    let relative_count = SIGMAS / (raw.sampled_cancels.max(1) as f64).sqrt();
+/// What `count` events seen in windows only stand for, given the `sampled` entries of the
+/// windows and the estimated `entries` (± `uncertainty`): (events, their uncertainty). They
+/// scale like the entries: N = N_w x E / S, with a relative error from the entries' and from
+/// N_w's own (a count of events: 1 / sqrt(N_w)). Without an estimate of the entries there is
+/// nothing to scale by: the windows' own events are a lower bound (`Tally::cancels_lower_bound`,
+/// `Tally::aborts_lower_bound`).
+fn scale_sample(
+    count: u64,
+    sampled: u64,
+    entries: u64,
+    uncertainty: Option<u64>,
+) -> (u64, Option<u64>) {
+    let Some(u) = uncertainty.filter(|_| sampled > 0) else {
+        return (count, None);
+    };
+    let scaled = count as f64 * entries as f64 / sampled as f64;
+    let relative_entries = u as f64 / entries.max(1) as f64;
+    let relative_count = SIGMAS / (count.max(1) as f64).sqrt();
     let u = scaled * (relative_entries.powi(2) + relative_count.powi(2)).sqrt();
-    (
-        raw.cancels + scaled.round() as u64,
-        uncertainty.map(|_| u.ceil() as u64),
-    )
+    (scaled.round() as u64, Some(u.ceil() as u64))
+}
+
+/// Adds `total` aborts to `causes`, divided as the `sample` saw them divided (our own probe's
+/// restarts left out); returns how many of them are kernel restarts.
+fn add_shares(causes: &mut AbortCauses, sample: &AbortCauses, total: u64) -> u64 {
+    let seen = sample.preemption + sample.migration + sample.signal + sample.other;
+    let all = seen + sample.cpu_mismatch;
+    if all == 0 || total == 0 {
+        return 0;
+    }
+    let share = |n: u64| (n as f64 * total as f64 / all as f64).round() as u64;
+    let (p, m, s, o) = (
+        share(sample.preemption),
+        share(sample.migration),
+        share(sample.signal),
+        share(sample.other),
+    );
+    let kernel = (p + m + s + o).min(total);
+    causes.preemption += p;
+    causes.migration += m;
+    causes.signal += s;
+    causes.other += o;
+    causes.cpu_mismatch += total - kernel;
+    kernel
 }
 
 /// `[value - u, value + u]`, not below 0.

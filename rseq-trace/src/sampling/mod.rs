@@ -13,12 +13,13 @@ pub mod estimate;
 mod exit_cost;
 pub mod ratio;
 pub mod sampler;
+mod windowed;
 
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use self::budget::Budget;
+pub use self::{budget::Budget, windowed::WindowedExits};
 use crate::bpf::calibrate::HitCosts;
 
 /// Shortest window worth attaching the probes for.
@@ -33,14 +34,14 @@ pub(crate) const CONTROL_PERIOD: Duration = Duration::from_millis(100);
 /// pay for a long burst later.
 pub(crate) const CREDIT_HORIZON_SECS: f64 = 10.0;
 
-/// How sampled mode may spend: the budget, and whether cancels must stay exact.
+/// How sampled mode may spend: the budget, and whether aborts and cancels must stay exact.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct SamplingOptions {
     /// The share of the traced threads' CPU time the windows may cost, in percent.
     pub budget_percent: f64,
-    /// Keep the cancel probes attached for the whole run, whatever they cost (outside the
-    /// budget): cancels stay exact.
-    pub exact_cancels: bool,
+    /// Keep the abort and cancel probes attached for the whole run, whatever they cost
+    /// (outside the budget): aborts and cancels stay exact.
+    pub exact_exits: bool,
 }
 
 /// What sampling did, for the summary and the metrics.

@@ -21,7 +21,7 @@ use super::{
     Budget, SamplingOptions, CONTROL_PERIOD, SETTLE,
 };
 use crate::{
-    bpf::{calibrate::HitCosts, DetachOnDrop},
+    bpf::{calibrate::HitCosts, exits::ExitKind, DetachOnDrop},
     session::Session,
 };
 
@@ -61,15 +61,15 @@ struct Reading {
     traps: u64,
     /// Per key, sampled entries and window aborts so far.
     by_key: BTreeMap<String, (u64, u64)>,
-    /// CPU seconds the cancels of sections counted in windows only have cost so far.
-    windowed_cancel_cost: f64,
+    /// CPU seconds the aborts and cancels of sections counted in windows only have cost so far.
+    windowed_exit_cost: f64,
 }
 
 /// The windows' controller.
 pub struct Sampler {
     percent: f64,
-    /// `--exact-cancels`: the cancel probes stay attached, outside the budget.
-    exact_cancels: bool,
+    /// `--exact-exits`: the abort and cancel probes stay attached, outside the budget.
+    exact_exits: bool,
     /// What a probe hit costs here, by kind.
     costs: HitCosts,
     budget: Budget,
@@ -88,7 +88,7 @@ impl Sampler {
         let percent = options.budget_percent;
         Sampler {
             percent,
-            exact_cancels: options.exact_cancels,
+            exact_exits: options.exact_exits,
             costs,
             budget: Budget::new(percent),
             clock: CpuClock::default(),
@@ -166,7 +166,7 @@ impl Sampler {
         self.budget.earn(used, self.cpu_rate);
         session.sampling.budget_percent = self.percent;
         session.sampling.hit_costs = Some(self.costs);
-        if !self.exact_cancels {
+        if !self.exact_exits {
             self.exits
                 .check(session, &mut self.budget, &self.costs, self.cpu_rate, now);
         }
@@ -221,9 +221,9 @@ impl Sampler {
         };
         let per_hit = trap_share * self.costs.trap.as_secs_f64()
             + (1.0 - trap_share) * self.costs.nop.as_secs_f64();
-        // The cancel probes moved into the windows cost too.
+        // The exit probes moved into the windows cost too.
         let cost = hits as f64 * per_hit
-            + (after.windowed_cancel_cost - window.before.windowed_cancel_cost).max(0.0);
+            + (after.windowed_exit_cost - window.before.windowed_exit_cost).max(0.0);
         self.budget.spend(open, cost);
         debug!("window {open:?}: {hits} entry hits, about {cost:.4} CPU s");
         let stats = &mut session.sampling;
@@ -257,7 +257,7 @@ fn read_windows(session: &mut Session, costs: &HitCosts) -> Reading {
         return Reading::default();
     };
     let catalog = session.catalog();
-    let windowed = &session.windowed_cancels;
+    let windowed = &session.windowed;
     let mut reading = Reading::default();
     for (k, c) in &counts {
         let Some(section) = catalog.section(k.section) else {
@@ -273,9 +273,14 @@ fn read_windows(session: &mut Session, costs: &HitCosts) -> Reading {
         let key = reading.by_key.entry(section.key.clone()).or_default();
         key.0 += entries;
         key.1 += c.get(Counter::WindowAborts);
-        if windowed.contains(&k.section) {
-            reading.windowed_cancel_cost +=
-                c.get(Counter::Cancels) as f64 * exit_cost::per_hit(catalog, costs, k.section);
+        for (kind, counter) in [
+            (ExitKind::Abort, Counter::Aborts),
+            (ExitKind::Cancel, Counter::Cancels),
+        ] {
+            if windowed.contains(kind, k.section) {
+                reading.windowed_exit_cost +=
+                    c.get(counter) as f64 * exit_cost::per_hit(catalog, costs, kind, k.section);
+            }
         }
     }
     reading

@@ -81,7 +81,7 @@ pub struct Session {
     /// Sampled mode: per key, entries and aborts window by window (written by the sampler).
     pub(crate) moments: Arc<BTreeMap<String, WindowMoments>>,
     /// Sampled mode: sections whose cancels are counted in the windows only (estimated).
-    pub(crate) windowed_cancels: Arc<BTreeSet<u32>>,
+    pub(crate) windowed: Arc<crate::sampling::WindowedExits>,
     /// Continues held processes if this agent dies or stops answering (`hold_watchdog`).
     watchdog: Option<std::process::Child>,
     /// How late the poll loop has run.
@@ -116,7 +116,7 @@ impl Session {
             last_process_scan: None,
             sampling: SamplingStats::default(),
             moments: Arc::default(),
-            windowed_cancels: Arc::default(),
+            windowed: Arc::default(),
         };
         let (pending, heartbeat) = session.map_ids().holds();
         session.watchdog =

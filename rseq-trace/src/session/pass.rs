@@ -57,7 +57,7 @@ impl Session {
             finished: self.finished.clone(),
             sampling: self.sampling,
             moments: self.moments.clone(),
-            windowed_cancels: self.windowed_cancels.clone(),
+            windowed: self.windowed.clone(),
             poll_gap: self.poll_gap,
             done: self.done(),
         }

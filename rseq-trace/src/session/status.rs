@@ -14,7 +14,7 @@ use rseq_common::{
 use super::poll_gap::PollGap;
 use crate::{
     catalog::Catalog,
-    sampling::{ratio::WindowMoments, SamplingStats},
+    sampling::{ratio::WindowMoments, SamplingStats, WindowedExits},
 };
 
 /// The session as the views see it.
@@ -40,8 +40,9 @@ pub struct Status {
     pub sampling: SamplingStats,
     /// Sampled mode: per key, its entries and aborts window by window.
     pub moments: Arc<BTreeMap<String, WindowMoments>>,
-    /// Sampled mode: sections whose cancels are counted in the windows only (estimated).
-    pub windowed_cancels: Arc<BTreeSet<u32>>,
+    /// Sampled mode: sections whose aborts or cancels are counted in the windows only
+    /// (estimated).
+    pub windowed: Arc<WindowedExits>,
     /// How late the poll loop has run.
     pub poll_gap: PollGap,
     /// Whether every traced process exited (and nothing system-wide is traced).
@@ -61,7 +62,7 @@ impl Default for Status {
             finished: Arc::default(),
             sampling: SamplingStats::default(),
             moments: Arc::default(),
-            windowed_cancels: Arc::default(),
+            windowed: Arc::default(),
             poll_gap: PollGap::default(),
             done: false,
         }

@@ -34,6 +34,18 @@ pub struct Tally {
     /// (the ratio's numerator, and with `window_cancels` the extrapolation's reference).
     #[serde(skip)]
     pub window_aborts: u64,
+    /// Sampled mode: the part of `window_aborts` of sections whose abort probes were moved into
+    /// the windows (their cost called for it); `aborts` then holds only the other sections'
+    /// aborts (and those our own probes made) until the tally is extrapolated.
+    #[serde(skip)]
+    pub sampled_aborts: u64,
+    /// Sampled mode: what the abort probes moved into the windows saw, by cause (our own
+    /// probe's restarts left out): how the estimated aborts divide.
+    #[serde(skip)]
+    pub sampled_causes: AbortCauses,
+    /// Whether `aborts`, `kernel_restarts` and `abort_causes` are estimates (some of their
+    /// sections' aborts were sampled).
+    pub aborts_estimated: bool,
     /// Sampled mode: cancels while a window was open, of sections whose cancels are counted
     /// all the time.
     #[serde(skip)]
@@ -65,6 +77,13 @@ struct TallyJson {
     abort_causes: AbortCauses,
     #[serde(skip_serializing_if = "Option::is_none")]
     estimate: Option<Estimate>,
+    /// Present (true) when `aborts` (and its causes) is an estimate: some abort probes were
+    /// sampled.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    aborts_estimated: bool,
+    /// Present (true) when that estimate is only a lower bound, as for cancels.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    aborts_lower_bound: bool,
     /// Present (true) when `cancels` is an estimate: some cancel probes were sampled.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     cancels_estimated: bool,
@@ -95,6 +114,8 @@ impl From<Tally> for TallyJson {
             kernel_restarts: t.kernel_restarts,
             abort_causes: t.abort_causes,
             estimate: t.estimate,
+            aborts_estimated: t.aborts_estimated,
+            aborts_lower_bound: t.aborts_lower_bound(),
             cancels_estimated: t.cancels_estimated,
             cancels_lower_bound: t.cancels_lower_bound(),
             abort_ratio: t.ratio.map(|r| r.ratio),
@@ -129,6 +150,9 @@ impl Tally {
             },
             window_aborts: c.get(Counter::WindowAborts),
             window_cancels: c.get(Counter::WindowCancels),
+            sampled_aborts: 0,
+            sampled_causes: AbortCauses::default(),
+            aborts_estimated: false,
             sampled_cancels: 0,
             cancels_estimated: false,
             estimate: None,
@@ -147,6 +171,9 @@ impl Tally {
         self.abort_causes.add(&o.abort_causes);
         self.window_aborts += o.window_aborts;
         self.window_cancels += o.window_cancels;
+        self.sampled_aborts += o.sampled_aborts;
+        self.sampled_causes.add(&o.sampled_causes);
+        self.aborts_estimated |= o.aborts_estimated;
         self.sampled_cancels += o.sampled_cancels;
         self.cancels_estimated |= o.cancels_estimated;
         self.entries_unknown |= o.entries_unknown;
@@ -164,6 +191,10 @@ impl Tally {
             Some(e) => Tally {
                 entries: e.sampled_entries,
                 commits: 0,
+                aborts: e.counted.aborts,
+                cancels: e.counted.cancels,
+                kernel_restarts: e.counted.kernel_restarts,
+                abort_causes: e.counted.abort_causes,
                 estimate: None,
                 ..*self
             },
@@ -180,6 +211,37 @@ impl Tally {
     /// Whether `cancels` is an estimate that is only a lower bound (no entries estimate yet).
     pub fn cancels_lower_bound(&self) -> bool {
         self.cancels_estimated && self.estimate.is_some_and(|e| e.uncertainty.is_none())
+    }
+
+    /// Whether `aborts` is an estimate that is only a lower bound (no entries estimate yet).
+    pub fn aborts_lower_bound(&self) -> bool {
+        self.aborts_estimated && self.estimate.is_some_and(|e| e.uncertainty.is_none())
+    }
+
+    /// A counter set of a section whose abort probes are attached only in windows: its aborts
+    /// count as the sample they are (the windows' own, `sampled_aborts`), not as a total.
+    /// Those our own entry probe made stay as counted: they happen only in windows.
+    pub fn with_aborts_sampled(self) -> Tally {
+        let probe = self.abort_causes.probe;
+        Tally {
+            aborts: probe,
+            kernel_restarts: probe,
+            abort_causes: AbortCauses {
+                probe,
+                ..AbortCauses::default()
+            },
+            commits: self
+                .entries
+                .saturating_sub(probe)
+                .saturating_sub(self.cancels),
+            sampled_aborts: self.window_aborts,
+            sampled_causes: AbortCauses {
+                probe: 0,
+                ..self.abort_causes
+            },
+            aborts_estimated: true,
+            ..self
+        }
     }
 
     /// A counter set of a section whose cancel probes are attached only in windows: its cancels
@@ -227,6 +289,9 @@ impl Tally {
             abort_causes: self.abort_causes.since(&earlier.abort_causes),
             window_aborts: self.window_aborts.saturating_sub(earlier.window_aborts),
             window_cancels: self.window_cancels.saturating_sub(earlier.window_cancels),
+            sampled_aborts: self.sampled_aborts.saturating_sub(earlier.sampled_aborts),
+            sampled_causes: self.sampled_causes.since(&earlier.sampled_causes),
+            aborts_estimated: self.aborts_estimated,
             sampled_cancels: self.sampled_cancels.saturating_sub(earlier.sampled_cancels),
             cancels_estimated: self.cancels_estimated,
             estimate: None,

@@ -61,14 +61,11 @@ impl Snapshot {
         &self,
         mut group: impl FnMut(&CountKey) -> Option<G>,
     ) -> BTreeMap<G, Tally> {
-        let windowed = &self.status.windowed_cancels;
+        let windowed = &self.status.windowed;
         let mut out: BTreeMap<G, Tally> = BTreeMap::new();
         for (k, c) in &self.counts {
             if let Some(g) = group(k) {
-                let mut t = Tally::from_counters(c);
-                if windowed.contains(&k.section) {
-                    t = t.with_cancels_sampled();
-                }
+                let t = windowed.tally(k.section, c);
                 out.entry(g).or_default().add(&t);
             }
         }

@@ -32,6 +32,8 @@ pub struct ProbePlan {
     /// Whether every cancel probe sits on a nop (a marker's, or one the code has at its exit):
     /// what a cancel costs the traced thread.
     pub cancels_on_nops: bool,
+    /// Whether the abort probe sits on a nop: what an abort costs the traced thread.
+    pub abort_on_nop: bool,
     /// What the entry probe sits on: `start_marker`, `address_load` (the instruction that loads
     /// the descriptor's address, proven to run right before the store every time) or
     /// `descriptor_store` (where that cannot be proven). A probe on the store traps with the
@@ -150,6 +152,7 @@ pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<Pro
                 cancels: cs.exits.clone(),
                 on_markers: false,
                 cancels_on_nops: false,
+                abort_on_nop: false,
                 entry_on: if load.is_some() {
                     "address_load"
                 } else {
@@ -167,6 +170,7 @@ pub fn plan(image: &ElfImage, cs: &CriticalSection, guard: &Guard) -> Result<Pro
         }
     }
     plan.cancels_on_nops = plan.cancels.iter().all(|a| is_nop(image, *a));
+    plan.abort_on_nop = is_nop(image, plan.abort);
     Ok(plan)
 }
 
@@ -201,6 +205,7 @@ fn marker_plan(arch: Arch, cs: &CriticalSection) -> Option<ProbePlan> {
         cancels,
         on_markers: true,
         cancels_on_nops: true,
+        abort_on_nop: true,
         entry_on: "start_marker",
     })
 }
