@@ -69,7 +69,7 @@ def main():
           "slowdown = untraced iterations/s over traced (median); error and width of the "
           "abort ratio relative to the true ratio (median over keys and rounds); covered = "
           "runs x keys whose bounds hold the truth; probe cost = rseq-trace's own estimate "
-          "of the entry probes' share of the traced threads' CPU time")
+          "of the windows' probes' share (entry hits and the exit probes moved into the windows) of the traced threads' CPU time")
     print(f"{'scenario':<18} {'threads':>7} {'slowdown':>9} {'true ratio':>11} {'error':>7} "
           f"{'width':>7} {'covered':>8} {'probe cost':>10}")
     for name, args in SCENARIOS:
