@@ -4,6 +4,9 @@ is, against the workload's own counts.
 
 Usage (root): bench/ratio_cost.py [SECONDS] [ROUNDS]   (defaults 6 and 3)
 
+Slowdown is shown over the whole run and over its last two thirds (`--steady-after`): a
+daemon's cost is the second, the first also has rseq-trace's start-up.
+
 Scenarios (tests/abort_ratio.rs runs the same ones): rare aborts (--mismatch-every 5000), frequent
 aborts (--mismatch-every 20), rare cancels (--burst 4) and frequent cancels (--burst 64), at 1 and
 8 threads. Each round runs the workload untraced and under `rseq-trace run` (the default mode,
@@ -32,6 +35,12 @@ SCENARIOS = [
 
 def rate(truth):
     return truth["total_iterations"] / truth["elapsed_secs"]
+
+
+def steady_rate(truth):
+    """Iterations per second after the first third of the run (rseq-trace's start-up, its
+    calibration and its first decisions about which probes to sample, left out)."""
+    return truth["steady_iterations"] / truth["steady_secs"]
 
 
 def untraced(cmd):
@@ -66,20 +75,25 @@ def main():
     seconds = sys.argv[1] if len(sys.argv) > 1 else "6"
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
     print(f"default mode (sampled, --budget 1), {seconds} s per run, {rounds} rounds; "
-          "slowdown = untraced iterations/s over traced (median); error and width of the "
+          "slowdown = untraced iterations/s over traced (median), over the whole run and "
+          "over its last two thirds (steady); error and width of the "
           "abort ratio relative to the true ratio (median over keys and rounds); covered = "
           "runs x keys whose bounds hold the truth; probe cost = rseq-trace's own estimate "
           "of the windows' probes' share (entry hits and the exit probes moved into the windows) of the traced threads' CPU time")
-    print(f"{'scenario':<18} {'threads':>7} {'slowdown':>9} {'true ratio':>11} {'error':>7} "
+    print(f"{'scenario':<18} {'threads':>7} {'slowdown':>9} {'steady':>9} {'true ratio':>11} {'error':>7} "
           f"{'width':>7} {'covered':>8} {'probe cost':>10}")
     for name, args in SCENARIOS:
         for threads in ["1", "8"]:
-            cmd = [WORKLOAD, "--threads", threads, "--duration", seconds] + args
-            slow, errors, widths, covered, total, cost, true_ratio = [], [], [], 0, 0, [], []
+            steady_after = str(float(seconds) / 3)
+            cmd = [WORKLOAD, "--threads", threads, "--duration", seconds,
+                   "--steady-after", steady_after] + args
+            slow, steady, errors, widths, cost, true_ratio = [], [], [], [], [], []
+            covered, total = 0, 0
             for _ in range(rounds):
                 base = untraced(cmd)
                 truth, report = traced(cmd)
                 slow.append(rate(base) / rate(truth))
+                steady.append(steady_rate(base) / steady_rate(truth))
                 s = report["sampling"]
                 cost.append(100 * s["probe_cost_seconds"] / max(s["traced_cpu_seconds"], 1e-9))
                 for e, w, c in quality(truth, report):
@@ -91,6 +105,7 @@ def main():
                 all_entries = sum(v["entries"] for v in truth["sections"].values())
                 true_ratio.append(all_aborts / all_entries)
             print(f"{name:<18} {threads:>7} {statistics.median(slow):>8.3f}x "
+                  f"{statistics.median(steady):>8.3f}x "
                   f"{100 * statistics.median(true_ratio):>10.3f}% "
                   f"{100 * statistics.median(errors):>6.1f}% {100 * statistics.median(widths):>6.1f}% "
                   f"{covered:>4}/{total:<3} {statistics.median(cost):>9.2f}%", flush=True)

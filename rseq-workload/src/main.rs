@@ -22,6 +22,7 @@ mod library;
 mod migrate;
 mod signals;
 mod slice;
+mod steady;
 mod truth;
 mod worker;
 
@@ -42,6 +43,14 @@ use crate::sections::SectionFns;
 use crate::truth::{Report, SectionsReport, Truth};
 use crate::worker::{Plan, Shared};
 
+/// How long to run: until the workers' iterations are done, or for a time (and when the
+/// steady part of that time begins).
+#[derive(Clone, Copy)]
+struct RunFor {
+    duration: Option<Duration>,
+    steady_after: Option<Duration>,
+}
+
 /// Command line.
 #[derive(Parser, Debug)]
 #[command(
@@ -59,6 +68,10 @@ struct Cli {
     /// Run for this many seconds instead of a number of iterations.
     #[arg(long)]
     duration: Option<f64>,
+    /// With --duration: also report the iterations and time after this many seconds
+    /// (`steady_iterations`, `steady_secs`), a tracer's start-up left out.
+    #[arg(long, value_name = "SECS", requires = "duration")]
+    steady_after: Option<f64>,
     /// Spin iterations inside each critical section (makes preemption aborts likely).
     #[arg(long, default_value_t = 0)]
     delay: u64,
@@ -184,8 +197,14 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         fns,
     };
     let started = Instant::now();
-    let (truth, migrations_requested) = run_workers(&percpu, plan, duration, migrator.as_ref())?;
+    let run_for = RunFor {
+        duration,
+        steady_after: cli.steady_after.map(Duration::from_secs_f64),
+    };
+    let (truth, migrations_requested, steady) =
+        run_workers(&percpu, plan, run_for, migrator.as_ref())?;
     let elapsed = started.elapsed();
+    let steady_secs = steady.map(|began| began.elapsed().as_secs_f64());
 
     let problems =
         truth::check_invariants(&truth, &percpu.counter_values(), &percpu.stack_contents());
@@ -201,6 +220,8 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         migrations_requested,
         total_iterations: truth.iterations,
         elapsed_secs: elapsed.as_secs_f64(),
+        steady_iterations: steady.map(|_| truth.iterations - truth.iterations_before_steady),
+        steady_secs,
         possible_cpus: percpu.ncpus(),
         rseq_registration: registration.name(),
         rseq_len: registration.area_len(),
@@ -226,13 +247,13 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
 
 /// Starts the workers (and the migration controller, if any), lets them run (for
 /// `duration` if given), joins them and merges their counts; also returns the number of
-/// affinity changes the controller made.
+/// affinity changes the controller made, and when the steady part began.
 fn run_workers(
     percpu: &PerCpu,
     plan: Plan,
-    duration: Option<Duration>,
+    run_for: RunFor,
     migrator: Option<&Controller>,
-) -> Result<(Truth, u64), String> {
+) -> Result<(Truth, u64, Option<Instant>), String> {
     let shared = Shared::new(percpu, plan);
     let workers_done = AtomicBool::new(false);
     let results = thread::scope(|s| {
@@ -279,10 +300,16 @@ fn run_workers(
                 }
             }
         }
+        let mut steady = None;
         if go {
-            if let Some(d) = duration {
+            if let Some(d) = run_for.duration {
                 let deadline = Instant::now() + d;
+                let steady_at = run_for.steady_after.map(|s| Instant::now() + s);
                 while !signals::stop_requested() {
+                    if steady.is_none() && steady_at.is_some_and(|t| Instant::now() >= t) {
+                        steady::begin();
+                        steady = Some(Instant::now());
+                    }
                     let left = deadline.saturating_duration_since(Instant::now());
                     if left.is_zero() {
                         break;
@@ -313,13 +340,13 @@ fn run_workers(
         if let Some(e) = spawn_error {
             results.push(Err(e));
         }
-        (results, migrations, periodic)
+        (results, migrations, periodic, steady)
     });
-    let (results, migrations, periodic) = results;
+    let (results, migrations, periodic, steady) = results;
     let mut total = Truth::new(percpu.ncpus());
     total.signals_sent += periodic;
     for r in results {
         total.merge(&r?);
     }
-    Ok((total, migrations?))
+    Ok((total, migrations?, steady))
 }

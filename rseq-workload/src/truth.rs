@@ -74,6 +74,8 @@ pub(crate) struct Truth {
     pub popped_sum: u64,
     /// Loop iterations run.
     pub iterations: u64,
+    /// `--steady-after`: loop iterations run before the steady part began.
+    pub iterations_before_steady: u64,
     /// SIGUSR1 sent with tgkill that the kernel accepted.
     pub signals_sent: u64,
     /// Time-slice extensions the kernel granted (`--slice-extension`).
@@ -92,6 +94,7 @@ impl Truth {
             pushed_sum: 0,
             popped_sum: 0,
             iterations: 0,
+            iterations_before_steady: 0,
             signals_sent: 0,
             slice_grants: 0,
         }
@@ -115,6 +118,7 @@ impl Truth {
         self.pushed_sum = self.pushed_sum.wrapping_add(other.pushed_sum);
         self.popped_sum = self.popped_sum.wrapping_add(other.popped_sum);
         self.iterations += other.iterations;
+        self.iterations_before_steady += other.iterations_before_steady;
         self.signals_sent += other.signals_sent;
         self.slice_grants += other.slice_grants;
     }
@@ -246,6 +250,12 @@ pub(crate) struct Report {
     pub total_iterations: u64,
     /// Wall time of the worker phase (after the gate).
     pub elapsed_secs: f64,
+    /// `--steady-after`: iterations summed over all threads since the steady part began, and
+    /// its wall time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady_iterations: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady_secs: Option<f64>,
     /// Per-CPU slots allocated.
     pub possible_cpus: usize,
     /// "glibc", "own" (32 bytes) or "own-extended" (the kernel's feature size).

@@ -12,6 +12,7 @@ use crate::rseq_abi::{Registration, ThreadRseq};
 use crate::sections::{Outcome, Section, SectionFns};
 use crate::signals;
 use crate::slice;
+use crate::steady;
 use crate::truth::Truth;
 
 /// What every worker does, from the command line.
@@ -163,7 +164,11 @@ pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
     let burst = plan.burst.max(1);
     let mut truth = Truth::new(ncpus);
     let mut iter: u64 = 0;
+    let mut before_steady = None;
     while plan.iterations.is_none_or(|n| iter < n) && !signals::stop_requested() {
+        if before_steady.is_none() && iter.is_multiple_of(steady::LOOK_EVERY) && steady::begun() {
+            before_steady = Some(iter);
+        }
         let nth = iter + 1;
         if plan.signal_every > 0 && nth.is_multiple_of(plan.signal_every) {
             if let Some(tid) = next.map(|t| t.load(Ordering::Relaxed)) {
@@ -226,5 +231,6 @@ pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
         iter += 1;
     }
     truth.iterations = iter;
+    truth.iterations_before_steady = before_steady.unwrap_or(iter);
     Ok(truth)
 }
