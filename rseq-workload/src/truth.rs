@@ -332,6 +332,8 @@ mod tests {
             migrations_requested: 0,
             total_iterations: 0,
             elapsed_secs: 0.0,
+            steady_iterations: None,
+            steady_secs: None,
             possible_cpus: 2,
             rseq_registration: "glibc",
             rseq_len: 32,
