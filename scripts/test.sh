@@ -21,6 +21,8 @@ cargo build --all-targets
 # parallel. Every other binary in rseq-trace/tests loads eBPF and measures a real workload on the
 # machine's CPUs: one test at a time. --no-fail-fast: a failure never hides the later binaries.
 offline=(list fixtures_build deploy)
+# rseq-workload's own tests (library mode, migrations, --steady-after): real threads, no eBPF.
+workload_tests=(library_mode migration steady)
 kernel=()
 for t in rseq-trace/tests/*.rs; do
     name=$(basename "$t" .rs)
@@ -30,7 +32,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
 echo "== cargo test: offline tests, in parallel"
-cargo test --no-fail-fast --lib --bins --examples "${offline[@]/#/--test=}" 2>&1 | tee "$log"
+cargo test --no-fail-fast --lib --bins --examples "${offline[@]/#/--test=}" \
+    "${workload_tests[@]/#/--test=}" 2>&1 | tee "$log"
 offline_status=${PIPESTATUS[0]}
 echo "== cargo test: kernel tests, one at a time (root)"
 cargo test --no-fail-fast -p rseq-trace "${kernel[@]}" -- --test-threads=1 2>&1 | tee -a "$log"
