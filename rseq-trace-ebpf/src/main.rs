@@ -330,14 +330,21 @@ fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u
         // Where our own trap left the thread, not where the program is interrupted.
         return true;
     }
+    record_position(tgid, section, restart.offset);
+    false
+}
+
+/// One more kernel restart of `section` at `offset`. A function of its own so that
+/// `count_restart`'s frame stays small (see `add`).
+#[inline(never)]
+fn record_position(tgid: u32, section: u32, offset: u32) {
     let key = PositionKey {
         tgid,
         section,
-        offset: restart.offset,
+        offset,
         _pad: 0,
     };
     bump(&POSITIONS, &key);
-    false
 }
 
 #[cfg(bpf_target_arch = "x86_64")]
@@ -494,8 +501,14 @@ fn add(tgid: u32, section: u32, cpu: u32, counter: Counter) {
         Some(p) => p,
         None => {
             // BPF_NOEXIST: if another CPU created it meanwhile, use theirs. The zero value
-            // comes from a map: 88 bytes on the stack would take the program over 64 bytes
-            // of stack, where the kernel gives it a per-CPU stack instead.
+            // comes from a map: 88 bytes on the stack would take this function over 64 bytes
+            // of stack. From Linux 6.14 the verifier then gives the function a private stack,
+            // one per CPU and program. A uprobe program runs preemptible, so on a kernel that
+            // preempts kernel code (Debian's 7.x) a second thread hitting a probe on the same
+            // CPU reuses that stack and overwrites the first one's locals: a 56-byte
+            // `count_restart` (64 once rounded up to 16) once wrote its position histogram
+            // key half from another thread's frame. The unit test
+            // `ebpf_frames::every_function_stays_on_the_kernel_stack` checks every function.
             let Some(zero) = ZERO_COUNTERS.get(0) else {
                 return health(Health::CountsFull);
             };

@@ -1,5 +1,6 @@
-//! The embedded eBPF object keeps every function's stack frame under 64 bytes. From that size
-//! on, kernels with BPF private stacks (6.14+) run a tracing program on a per-CPU stack instead
+//! The embedded eBPF object keeps every function's stack frame under 64 bytes, as the verifier
+//! counts it: rounded up to 16 bytes (`round_up_stack_depth` with the JIT), so 49 bytes already
+//! count as 64. From that size on, kernels with BPF private stacks (6.14+) run a tracing program on a per-CPU stack instead
 //! of the task's; where uprobe programs can be preempted (7.x), another thread's run of the same
 //! program on that CPU then overwrites the first one's locals, and events land on the wrong
 //! section (measured on 7.2 and 7.3: a few in every 100,000; `docs/kernels.md`). This reads the
@@ -11,6 +12,11 @@ use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
 
 /// The kernel's `BPF_PRIV_STACK_MIN_SIZE`.
 const PRIVATE_STACK_FROM: i64 = 64;
+
+/// A frame as the verifier sizes it for a JIT-compiled program: rounded up to 16 bytes.
+fn as_verified(depth: i64) -> i64 {
+    (depth + 15) / 16 * 16
+}
 
 /// Deepest stack offset each function of the object touches, by name.
 fn frames(elf: &[u8]) -> HashMap<String, i64> {
@@ -74,11 +80,11 @@ fn every_function_of_the_ebpf_object_stays_under_the_private_stack_size() {
     assert!(frames.contains_key("rseq_event"), "{frames:?}");
     let big: Vec<_> = frames
         .iter()
-        .filter(|(_, d)| **d >= PRIVATE_STACK_FROM)
+        .filter(|(_, d)| as_verified(**d) >= PRIVATE_STACK_FROM)
         .collect();
     assert!(
         big.is_empty(),
-        "frames of 64 bytes or more: {big:?} (all: {frames:?})"
+        "frames of 64 bytes or more once rounded up to 16: {big:?} (all: {frames:?})"
     );
 }
 
@@ -94,4 +100,12 @@ fn the_scan_sees_stores_loads_and_frame_pointers() {
     .concat();
     assert_eq!(deepest(&code[..16]), 72);
     assert_eq!(deepest(&code), 96);
+}
+
+#[test]
+fn frames_are_sized_as_the_verifier_rounds_them() {
+    // The 56-byte `count_restart` that the 7.2 flake came from counts as 64.
+    assert_eq!(as_verified(56), 64);
+    assert_eq!(as_verified(48), 48);
+    assert_eq!(as_verified(49), 64);
 }
