@@ -1,10 +1,11 @@
 //! The embedded eBPF object keeps every function's stack frame under 64 bytes, as the verifier
 //! counts it: rounded up to 16 bytes (`round_up_stack_depth` with the JIT), so 49 bytes already
-//! count as 64. From that size on, kernels with BPF private stacks (6.14+) run a tracing program on a per-CPU stack instead
-//! of the task's; where uprobe programs can be preempted (7.x), another thread's run of the same
-//! program on that CPU then overwrites the first one's locals, and events land on the wrong
-//! section (measured on 7.2 and 7.3: a few in every 100,000; `docs/kernels.md`). This reads the
-//! instructions of the object cargo built, as the kernel will see them.
+//! count as 64. From that size on, kernels with BPF private stacks (6.14+) run a tracing
+//! program on a per-CPU stack instead of the task's; where uprobe programs can be preempted
+//! (7.x), another thread's run of the same program on that CPU then overwrites the first one's
+//! locals, and events land on the wrong section (measured on 7.2 and 7.3: a few in every
+//! 100,000; `docs/kernels.md`). This reads the instructions of the object cargo built, as the
+//! kernel will see them.
 
 use std::collections::HashMap;
 

@@ -4,7 +4,7 @@
 //! each a trap or an optimized nop), the sampler moves them into the windows, attached and
 //! detached with the entry probes, and their count becomes an estimate.
 
-use serde::Serialize;
+use rseq_common::counters::Counter;
 
 use super::{
     links::{Links, ProbeGroup},
@@ -13,8 +13,7 @@ use super::{
 use crate::error::AttachError;
 
 /// Which exit a group of probes sees.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "snake_case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ExitKind {
     /// The abort handler: every abort, the kernel's restarts and the section's own branch.
     Abort,
@@ -23,6 +22,17 @@ pub enum ExitKind {
 }
 
 impl ExitKind {
+    /// Both kinds.
+    pub const ALL: [ExitKind; 2] = [ExitKind::Abort, ExitKind::Cancel];
+
+    /// The counter its probes add to.
+    pub fn counter(self) -> Counter {
+        match self {
+            ExitKind::Abort => Counter::Aborts,
+            ExitKind::Cancel => Counter::Cancels,
+        }
+    }
+
     /// The word for it in messages.
     pub fn plural(self) -> &'static str {
         match self {

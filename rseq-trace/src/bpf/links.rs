@@ -176,7 +176,8 @@ impl Tracer {
         Ok(self.window.take())
     }
 
-    /// Number of entry probes sampled mode attaches per window.
+    /// Number of probes sampled mode attaches per window: the entry probes, and the exit
+    /// probes moved into the windows.
     pub fn sample_points(&self) -> usize {
         self.sample_groups.iter().map(|g| g.offsets.len()).sum()
     }

@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use rseq_common::counters::{CountKey, Counter, Counters};
+use rseq_common::counters::{CountKey, Counters};
 use tracing::info;
 
 use super::Budget;
@@ -104,8 +104,9 @@ impl ExitCost {
 fn hits_per_section(counts: &BTreeMap<CountKey, Counters>) -> Hits {
     let mut out = Hits::new();
     for (k, c) in counts {
-        *out.entry((ExitKind::Abort, k.section)).or_default() += c.get(Counter::Aborts);
-        *out.entry((ExitKind::Cancel, k.section)).or_default() += c.get(Counter::Cancels);
+        for kind in ExitKind::ALL {
+            *out.entry((kind, k.section)).or_default() += c.get(kind.counter());
+        }
     }
     out
 }

@@ -273,13 +273,10 @@ fn read_windows(session: &mut Session, costs: &HitCosts) -> Reading {
         let key = reading.by_key.entry(section.key.clone()).or_default();
         key.0 += entries;
         key.1 += c.get(Counter::WindowAborts);
-        for (kind, counter) in [
-            (ExitKind::Abort, Counter::Aborts),
-            (ExitKind::Cancel, Counter::Cancels),
-        ] {
+        for kind in ExitKind::ALL {
             if windowed.contains(kind, k.section) {
-                reading.windowed_exit_cost +=
-                    c.get(counter) as f64 * exit_cost::per_hit(catalog, costs, kind, k.section);
+                reading.windowed_exit_cost += c.get(kind.counter()) as f64
+                    * exit_cost::per_hit(catalog, costs, kind, k.section);
             }
         }
     }
