@@ -177,7 +177,8 @@ impl ElfImage {
             .segments
             .iter()
             .find(|(a, size, _, _)| vaddr >= *a && vaddr - a < *size)?;
-        let left = usize::try_from(a + size - vaddr).unwrap_or(usize::MAX);
+        // `a + size` may overflow in a malformed file; `vaddr - a < size` is known.
+        let left = usize::try_from(size - (vaddr - a)).unwrap_or(usize::MAX);
         self.bytes(vaddr, max.min(left))
     }
 
