@@ -190,17 +190,19 @@ pub struct Restart {
     pub cause: u32,
 }
 
-/// Name of the map of entry-probe traps on descriptor stores: tid -> [`Armed`].
+/// Name of the map of each thread's last entry-probe hit in sampled mode: tid -> [`Armed`].
 pub const ARMED_MAP: &str = "ARMED";
 
-/// The last trap of a thread's entry probe on a descriptor store (sampled mode, where entry
-/// probes come and go: a restart at start_ip is the probe's own only while they are there).
+/// A thread's last entry-probe hit in sampled mode, where entry probes come and go: a restart
+/// at start_ip is the probe's own only while they are there, and so is a CPU-check abort of a
+/// thread that the probe's trip through the kernel let the scheduler move.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Armed {
     pub section: u32,
-    pub _pad: u32,
-    /// `bpf_ktime_get_ns` at the trap.
+    /// The CPU the entry probe ran on.
+    pub cpu: u32,
+    /// `bpf_ktime_get_ns` at the hit.
     pub ns: u64,
 }
 
@@ -213,6 +215,18 @@ impl Armed {
     #[inline(always)]
     pub const fn explains(&self, section: u32, now: u64) -> bool {
         self.section == section && now.wrapping_sub(self.ns) < Self::FRESH_NS
+    }
+
+    /// Whether an abort of `section` on `cpu` at `now` that the kernel did not make (the
+    /// section's own CPU check) came from a move to another CPU after this entry hit: the
+    /// program read its CPU before the probe, the probe's return to user space is where the
+    /// scheduler preempted it and moved it, and the section then found itself on the wrong
+    /// CPU. Untraced, the few instructions between that read and the section would almost
+    /// never be preempted; traced, the probe's microseconds in the kernel often are when
+    /// threads outnumber CPUs.
+    #[inline(always)]
+    pub const fn moved_after(&self, section: u32, cpu: u32, now: u64) -> bool {
+        self.explains(section, now) && self.cpu != cpu
     }
 }
 
@@ -314,7 +328,7 @@ mod tests {
     fn a_store_probe_trap_explains_a_restart_of_its_section_only_while_fresh() {
         let a = Armed {
             section: 7,
-            _pad: 0,
+            cpu: 1,
             ns: 1_000,
         };
         assert!(a.explains(7, 1_000 + Armed::FRESH_NS - 1));
@@ -322,6 +336,16 @@ mod tests {
         assert!(
             !a.explains(7, 1_000 + Armed::FRESH_NS),
             "a trap long before: the probes may be gone"
+        );
+        assert!(a.moved_after(7, 0, 2_000), "entered on CPU 1, aborted on 0");
+        assert!(
+            !a.moved_after(7, 1, 2_000),
+            "the same CPU: the program's own mismatch"
+        );
+        assert!(!a.moved_after(8, 0, 2_000), "another section's hit");
+        assert!(
+            !a.moved_after(7, 0, 1_000 + Armed::FRESH_NS),
+            "a hit long before"
         );
         assert_eq!(Cause::from_u32(Cause::Probe as u32), Cause::Probe);
         assert_eq!(Cause::Probe.name(), "probe");

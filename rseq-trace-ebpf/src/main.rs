@@ -87,8 +87,7 @@ static RESTART: LruHashMap<u32, Restart> = LruHashMap::with_max_entries(RESTART_
 static THREAD_EVENTS: LruHashMap<u32, Note> =
     LruHashMap::with_max_entries(THREAD_EVENTS_CAPACITY, 0);
 
-/// Sampled mode: each thread's last entry-probe trap on a descriptor store
-/// ([`rseq_common::Cookie::entry_arms`]).
+/// Sampled mode: each thread's last entry-probe hit, its section and CPU.
 #[map]
 static ARMED: LruHashMap<u32, Armed> = LruHashMap::with_max_entries(THREAD_EVENTS_CAPACITY, 0);
 
@@ -234,16 +233,20 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
             if open {
                 add(tgid, cookie.section, cpu, Counter::Entries);
             }
-            if cookie.entry_arms {
-                armed(tid, cookie.section);
-            }
+            armed(tid, cookie.section, cpu);
         }
         Event::Abort => {
-            let made_by_probe = count_restart(ctx, tgid, tid, cookie, cpu);
+            let restart = count_restart(ctx, tgid, tid, cookie, cpu);
             add(tgid, cookie.section, cpu, Counter::Aborts);
             // The windows measure the program's abort ratio: an abort our own entry probe made
-            // is no part of it (nor of the references entries are extrapolated from).
-            if open && !made_by_probe {
+            // is no part of it (nor of the references entries are extrapolated from), be it a
+            // restart of its trap or a CPU check failed after a move during it.
+            let ours = match restart {
+                RestartSeen::Probe => true,
+                RestartSeen::Program => false,
+                RestartSeen::None => open && moved_after_entry(tid, cookie.section, cpu),
+            };
+            if open && !ours {
                 add(tgid, cookie.section, cpu, Counter::WindowAborts);
             }
         }
@@ -256,30 +259,17 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
     }
 }
 
-/// Sampled mode: notes that the thread's entry probe on a descriptor store just trapped.
+/// Sampled mode: notes the thread's entry-probe hit, for [`made_by_probe`] and
+/// [`moved_after_entry`].
 #[inline(never)]
-fn armed(tid: u32, section: u32) {
+fn armed(tid: u32, section: u32, cpu: u32) {
     // SAFETY: the helper has no preconditions.
     let ns = unsafe { bpf_ktime_get_ns() };
     match ARMED.get_ptr_mut(&tid) {
         // SAFETY: `p` points into a live map value that only this thread writes.
-        Some(p) => unsafe {
-            *p = Armed {
-                section,
-                _pad: 0,
-                ns,
-            }
-        },
+        Some(p) => unsafe { *p = Armed { section, cpu, ns } },
         None => {
-            let _ = ARMED.insert(
-                &tid,
-                &Armed {
-                    section,
-                    _pad: 0,
-                    ns,
-                },
-                0,
-            );
+            let _ = ARMED.insert(&tid, &Armed { section, cpu, ns }, 0);
         }
     }
 }
@@ -300,16 +290,36 @@ fn made_by_probe(tid: u32, section: u32) -> bool {
     unsafe { ARMED.get(&tid) }.is_some_and(|a| a.explains(section, now))
 }
 
+/// Sampled mode: whether an abort of `section` on `cpu` that the kernel did not make followed a
+/// move of the thread to another CPU since its entry probe hit ([`Armed::moved_after`]).
+#[inline(never)]
+fn moved_after_entry(tid: u32, section: u32, cpu: u32) -> bool {
+    // SAFETY: the helper has no preconditions.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // SAFETY: the value is read in place at once; only this thread writes it.
+    unsafe { ARMED.get(&tid) }.is_some_and(|a| a.moved_after(section, cpu, now))
+}
+
+/// What [`count_restart`] found behind an abort.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum RestartSeen {
+    /// No kernel restart: the section's own CPU check.
+    None,
+    /// A kernel restart the program met (preemption, migration, signal, other).
+    Program,
+    /// A kernel restart our own entry probe made ([`Cause::Probe`]).
+    Probe,
+}
+
 /// Counts the abort of the cookie's section as a kernel restart, with its cause and position,
 /// when the kernel sent this thread to the abort handler being probed (rather than the
-/// section's own CPU-mismatch branch jumping there). Returns whether our own entry probe made
-/// it ([`Cause::Probe`]).
+/// section's own CPU-mismatch branch jumping there), and says which it was.
 #[inline(never)]
-fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u32) -> bool {
+fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u32) -> RestartSeen {
     let section = cookie.section;
     // SAFETY: a plain value copied out at once.
     let Some(restart) = (unsafe { RESTART.get(&tid) }).copied() else {
-        return false;
+        return RestartSeen::None;
     };
     let _ = RESTART.remove(&tid);
     let ip = instruction_pointer(ctx);
@@ -317,7 +327,7 @@ fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u
     // the probed address, or the address after its breakpoint byte.
     if ip < restart.abort_ip || ip - restart.abort_ip > MAX_ABORT_PROBE_OFFSET {
         health(Health::RestartUnclaimed);
-        return false;
+        return RestartSeen::None;
     }
     let cause = if restart.offset == 0 && cookie.entry_arms && made_by_probe(tid, section) {
         Cause::Probe
@@ -328,10 +338,10 @@ fn count_restart(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u
     add(tgid, section, cpu, Counter::restarts_by(cause));
     if cause == Cause::Probe {
         // Where our own trap left the thread, not where the program is interrupted.
-        return true;
+        return RestartSeen::Probe;
     }
     record_position(tgid, section, restart.offset);
-    false
+    RestartSeen::Program
 }
 
 /// One more kernel restart of `section` at `offset`. A function of its own so that

@@ -28,8 +28,18 @@ const SCENARIOS: [(&str, &[&str]); 4] = [
     ),
 ];
 
-/// Per key of the traced run: (key, true ratio, reported ratio, [low, high]).
-fn ratios(truth: &Value, traced: &Value) -> Vec<(String, f64, f64, [f64; 2])> {
+/// One key of the traced run: the program's own aborts and entries, the reported ratio and
+/// its bounds.
+struct KeyRatio {
+    key: String,
+    aborts: u64,
+    entries: u64,
+    ratio: f64,
+    bounds: [f64; 2],
+}
+
+/// Per key of the traced run, the truth beside what was reported.
+fn ratios(truth: &Value, traced: &Value) -> Vec<KeyRatio> {
     let truth_sections: Vec<&Value> = truth["sections"].as_object().unwrap().values().collect();
     let mut out = Vec::new();
     for key in traced["keys"].as_array().unwrap() {
@@ -49,7 +59,13 @@ fn ratios(truth: &Value, traced: &Value) -> Vec<(String, f64, f64, [f64; 2])> {
             .unwrap_or_else(|| panic!("{name}: no abort ratio in the default mode: {key}"));
         let b = &key["abort_ratio_bounds"];
         let bounds = [b[0].as_f64().unwrap(), b[1].as_f64().unwrap()];
-        out.push((name, aborts as f64 / entries as f64, ratio, bounds));
+        out.push(KeyRatio {
+            key: name,
+            aborts,
+            entries,
+            ratio,
+            bounds,
+        });
     }
     out
 }
@@ -74,12 +90,23 @@ fn attempt(threads: &str, args: &[&str]) -> Result<(), String> {
     assert_eq!(traced["mode"], "sampled");
     eprintln!("  sampling: {}", traced["sampling"]);
     let mut missed = Vec::new();
-    for (key, truth, ratio, [low, high]) in ratios(&truth, &traced) {
-        eprintln!("  {key}: true {truth:.5}, reported {ratio:.5} [{low:.5}, {high:.5}]");
+    for KeyRatio {
+        key,
+        aborts,
+        entries,
+        ratio,
+        bounds: [low, high],
+    } in ratios(&truth, &traced)
+    {
+        let truth = aborts as f64 / entries as f64;
+        eprintln!(
+            "  {key}: true {truth:.6} ({aborts} of {entries}), reported {ratio:.6} [{low:.6}, {high:.6}], {}",
+            traced_key_counts(&traced, &key)
+        );
         assert!(low <= ratio && ratio <= high, "{key}: bounds out of order");
         if !(low <= truth && truth <= high) {
             missed.push(format!(
-                "{key}: true {truth:.5} outside [{low:.5}, {high:.5}]"
+                "{key}: true {truth:.6} outside [{low:.6}, {high:.6}]"
             ));
         }
     }
@@ -88,6 +115,21 @@ fn attempt(threads: &str, args: &[&str]) -> Result<(), String> {
     } else {
         Err(missed.join("; "))
     }
+}
+
+/// What rseq-trace reported of `key` as a whole (not per CPU or position), for the log.
+fn traced_key_counts(traced: &Value, key: &str) -> String {
+    let mut k = traced["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["key"] == key)
+        .cloned()
+        .unwrap();
+    for detail in ["per_cpu", "positions", "sections"] {
+        k.as_object_mut().unwrap().remove(detail);
+    }
+    k.to_string()
 }
 
 fn scenario(threads: &str, which: usize) {
