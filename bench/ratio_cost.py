@@ -5,13 +5,16 @@ is, against the workload's own counts.
 Usage (root): bench/ratio_cost.py [SECONDS] [ROUNDS]   (defaults 6 and 3)
 
 Slowdown is shown over the whole run and over its last two thirds (`--steady-after`): a
-daemon's cost is the second, the first also has rseq-trace's start-up.
+daemon's cost is the second, the first also has rseq-trace's start-up. Each round runs the
+workload untraced, traced, and untraced again; the traced run is compared with the mean of
+the two around it, and "noise" is how far the two untraced runs of a round differ (median over
+the rounds): a slowdown smaller than the noise is not measured.
 
 Scenarios (tests/abort_ratio.rs runs the same ones): rare aborts (--mismatch-every 5000), frequent
 aborts (--mismatch-every 20), rare cancels (--burst 4) and frequent cancels (--burst 64), at 1 and
-8 threads. Each round runs the workload untraced and under `rseq-trace run` (the default mode,
---budget 1) one after the other; the slowdown is untraced iterations per second over traced
-ones, as the median of the rounds. Error is the reported ratio's distance from the true one
+8 threads. Each round runs the workload untraced, under `rseq-trace run` (the default mode,
+--budget 1) and untraced again, one after the other; the slowdown is untraced iterations per
+second over traced ones, as the median of the rounds. Error is the reported ratio's distance from the true one
 (the workload's aborts over its attempts, all keys), width the bounds' width, both relative to
 the true ratio, medians over the keys and rounds.
 """
@@ -80,20 +83,23 @@ def main():
           "abort ratio relative to the true ratio (median over keys and rounds); covered = "
           "runs x keys whose bounds hold the truth; probe cost = rseq-trace's own estimate "
           "of the windows' probes' share (entry hits and the exit probes moved into the windows) of the traced threads' CPU time")
-    print(f"{'scenario':<18} {'threads':>7} {'slowdown':>9} {'steady':>9} {'true ratio':>11} {'error':>7} "
+    print(f"{'scenario':<18} {'threads':>7} {'slowdown':>9} {'steady':>9} {'noise':>6} {'true ratio':>11} {'error':>7} "
           f"{'width':>7} {'covered':>8} {'probe cost':>10}")
     for name, args in SCENARIOS:
         for threads in ["1", "8"]:
             steady_after = str(float(seconds) / 3)
             cmd = [WORKLOAD, "--threads", threads, "--duration", seconds,
                    "--steady-after", steady_after] + args
-            slow, steady, errors, widths, cost, true_ratio = [], [], [], [], [], []
+            slow, steady, noise, errors, widths, cost, true_ratio = [], [], [], [], [], [], []
             covered, total = 0, 0
             for _ in range(rounds):
-                base = untraced(cmd)
+                before = untraced(cmd)
                 truth, report = traced(cmd)
-                slow.append(rate(base) / rate(truth))
-                steady.append(steady_rate(base) / steady_rate(truth))
+                after = untraced(cmd)
+                slow.append((rate(before) + rate(after)) / 2 / rate(truth))
+                steady.append(
+                    (steady_rate(before) + steady_rate(after)) / 2 / steady_rate(truth))
+                noise.append(abs(steady_rate(before) / steady_rate(after) - 1))
                 s = report["sampling"]
                 cost.append(100 * s["probe_cost_seconds"] / max(s["traced_cpu_seconds"], 1e-9))
                 for e, w, c in quality(truth, report):
@@ -105,7 +111,7 @@ def main():
                 all_entries = sum(v["entries"] for v in truth["sections"].values())
                 true_ratio.append(all_aborts / all_entries)
             print(f"{name:<18} {threads:>7} {statistics.median(slow):>8.3f}x "
-                  f"{statistics.median(steady):>8.3f}x "
+                  f"{statistics.median(steady):>8.3f}x {100 * statistics.median(noise):>5.1f}% "
                   f"{100 * statistics.median(true_ratio):>10.3f}% "
                   f"{100 * statistics.median(errors):>6.1f}% {100 * statistics.median(widths):>6.1f}% "
                   f"{covered:>4}/{total:<3} {statistics.median(cost):>9.2f}%", flush=True)
