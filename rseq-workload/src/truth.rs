@@ -19,6 +19,10 @@ pub(crate) struct SectionTruth {
     pub aborts: u64,
     /// Calls that left through the exit point.
     pub cancels: u64,
+    /// Aborts after which the thread was on another CPU than the one its section checked
+    /// (deliberate mismatches left out): the kernel's migration restarts and the section's
+    /// own check after a move, whoever made it.
+    pub moved_aborts: u64,
     /// Commits indexed by the CPU passed to the section.
     pub commits_per_cpu: Vec<u64>,
 }
@@ -50,6 +54,7 @@ impl SectionTruth {
         self.commits += other.commits;
         self.aborts += other.aborts;
         self.cancels += other.cancels;
+        self.moved_aborts += other.moved_aborts;
         if self.commits_per_cpu.len() < other.commits_per_cpu.len() {
             self.commits_per_cpu.resize(other.commits_per_cpu.len(), 0);
         }
@@ -103,6 +108,12 @@ impl Truth {
     /// Records one call into `section` for `cpu`.
     pub(crate) fn record(&mut self, section: Section, cpu: u32, outcome: Outcome) {
         self.sections[section as usize].record(cpu, outcome);
+    }
+
+    /// One more abort of `section` after which the thread found itself on another CPU than
+    /// the one the section checked.
+    pub(crate) fn record_moved(&mut self, section: Section) {
+        self.sections[section as usize].moved_aborts += 1;
     }
 
     /// Counts for one section.
@@ -190,6 +201,7 @@ pub(crate) struct SectionReport {
     commits: u64,
     aborts: u64,
     cancels: u64,
+    moved_aborts: u64,
     /// Only CPUs with commits; serde_json writes the integer keys as strings.
     commits_per_cpu: BTreeMap<usize, u64>,
 }
@@ -202,6 +214,7 @@ impl SectionReport {
             commits: t.commits,
             aborts: t.aborts,
             cancels: t.cancels,
+            moved_aborts: t.moved_aborts,
             commits_per_cpu: t
                 .commits_per_cpu
                 .iter()

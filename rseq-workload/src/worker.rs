@@ -130,6 +130,22 @@ fn cpu_out_of_range(cpu: u32, ncpus: usize) -> String {
     format!("kernel reported cpu {cpu}, but only {ncpus} per-CPU slots were allocated")
 }
 
+/// Counts an abort after which the thread is on another CPU than `checked`, the one its
+/// section compared with (unless the mismatch was deliberate): ground truth for a tracer's
+/// `migration` restarts plus the aborts it says its own probe made by letting the thread move.
+fn note_moved(
+    truth: &mut Truth,
+    rseq: &ThreadRseq,
+    section: Section,
+    checked: u32,
+    out: Outcome,
+    deliberate: bool,
+) {
+    if out == Outcome::Aborted && !deliberate && rseq.cpu_id_start() != checked {
+        truth.record_moved(section);
+    }
+}
+
 fn maybe_yield(yes: bool) {
     if yes {
         // SAFETY: sched_yield has no preconditions.
@@ -200,6 +216,7 @@ pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
             .counter_add(&rseq, percpu, cpu, plan.delay)
             .ok_or_else(|| cpu_out_of_range(cpu, ncpus))?;
         truth.record(Section::CounterAdd, cpu, out);
+        note_moved(&mut truth, &rseq, Section::CounterAdd, cpu, out, mismatch);
 
         let cpu = expect(rseq.cpu_id_start());
         maybe_yield(yield_now);
@@ -211,6 +228,7 @@ pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
                 .list_push(&rseq, percpu, cpu, item, plan.delay)
                 .ok_or_else(|| cpu_out_of_range(cpu, ncpus))?;
             truth.record(Section::ListPush, cpu, out);
+            note_moved(&mut truth, &rseq, Section::ListPush, cpu, out, mismatch);
             if out == Outcome::Committed {
                 truth.pushed_sum = truth.pushed_sum.wrapping_add(item);
             }
@@ -220,6 +238,7 @@ pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
                 .list_pop(&rseq, percpu, cpu, plan.delay)
                 .ok_or_else(|| cpu_out_of_range(cpu, ncpus))?;
             truth.record(Section::ListPop, cpu, out);
+            note_moved(&mut truth, &rseq, Section::ListPop, cpu, out, mismatch);
             if out == Outcome::Committed {
                 truth.popped_sum = truth.popped_sum.wrapping_add(value);
             }
