@@ -33,10 +33,14 @@ pub enum Counter {
     RestartSignal = 8,
     RestartOther = 9,
     RestartProbe = 10,
+    /// Aborts by the section's own CPU check of a thread moved to another CPU since its entry
+    /// probe hit: the scheduler moved it during the probe's trip through the kernel (exact
+    /// mode, and sampled mode's open windows).
+    ProbeMoves = 11,
 }
 
 impl Counter {
-    pub const COUNT: usize = 11;
+    pub const COUNT: usize = 12;
 
     /// The slot counting kernel restarts of `cause`.
     #[inline(always)]

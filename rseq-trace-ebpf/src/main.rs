@@ -207,7 +207,7 @@ fn on_event(ctx: &ProbeContext, cookie: Cookie) {
             if cookie.event == Event::Cancel {
                 (cpu, Counter::Cancels)
             } else {
-                let _ = count_restart(ctx, tgid, tid, cookie, cpu);
+                count_abort(ctx, tgid, tid, cookie, cpu);
                 (cpu, Counter::Aborts)
             }
         }
@@ -241,12 +241,11 @@ fn on_sampled_event(ctx: &ProbeContext, cookie: Cookie, tgid: u32, tid: u32) {
             // The windows measure the program's abort ratio: an abort our own entry probe made
             // is no part of it (nor of the references entries are extrapolated from), be it a
             // restart of its trap or a CPU check failed after a move during it.
-            let ours = match restart {
-                RestartSeen::Probe => true,
-                RestartSeen::Program => false,
-                RestartSeen::None => open && moved_after_entry(tid, cookie.section, cpu),
-            };
-            if open && !ours {
+            let moved =
+                open && restart == RestartSeen::None && moved_after_entry(tid, cookie.section, cpu);
+            if moved {
+                add(tgid, cookie.section, cpu, Counter::ProbeMoves);
+            } else if open && restart != RestartSeen::Probe {
                 add(tgid, cookie.section, cpu, Counter::WindowAborts);
             }
         }
@@ -298,6 +297,28 @@ fn moved_after_entry(tid: u32, section: u32, cpu: u32) -> bool {
     let now = unsafe { bpf_ktime_get_ns() };
     // SAFETY: the value is read in place at once; only this thread writes it.
     unsafe { ARMED.get(&tid) }.is_some_and(|a| a.moved_after(section, cpu, now))
+}
+
+/// Exact and aborts modes: an abort of an attempt that entered on `cpu`, counted as a kernel
+/// restart when the kernel made it. In exact mode one the kernel did not make is our probe's
+/// when the thread is now on another CPU ([`Counter::ProbeMoves`]). A function of its own so
+/// that `rseq_event`'s frame stays small (see `add`).
+#[inline(never)]
+fn count_abort(ctx: &ProbeContext, tgid: u32, tid: u32, cookie: Cookie, cpu: u32) {
+    if count_restart(ctx, tgid, tid, cookie, cpu) != RestartSeen::None {
+        return;
+    }
+    // SAFETY: a plain read of a global the loader may have rewritten; the helper has no
+    // preconditions.
+    let (mode, now_on) = unsafe {
+        (
+            Mode::from_u8(core::ptr::read_volatile(&MODE)),
+            bpf_get_smp_processor_id(),
+        )
+    };
+    if mode == Mode::Exact && now_on != cpu {
+        add(tgid, cookie.section, cpu, Counter::ProbeMoves);
+    }
 }
 
 /// What [`count_restart`] found behind an abort.

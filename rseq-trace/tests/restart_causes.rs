@@ -50,6 +50,7 @@ fn causes(traced: &Value) -> Vec<(String, u64)> {
         "signal",
         "other",
         "probe",
+        "probe_move",
         "cpu_mismatch",
     ];
     names
@@ -86,7 +87,13 @@ fn assert_consistent(truth: &Value, traced: &Value) {
             .map(|n| count(c, n))
             .sum();
         assert_eq!(kernel, count(k, "kernel_restarts"), "{k}");
-        assert_eq!(kernel + count(c, "cpu_mismatch"), count(k, "aborts"), "{k}");
+        assert_eq!(
+            kernel + count(c, "probe_move") + count(c, "cpu_mismatch"),
+            count(k, "aborts"),
+            "{k}"
+        );
+        // Aborts mode has no entry probe that could move a thread.
+        assert_eq!(count(c, "probe_move"), 0, "{k}");
     }
     let aborts = |v: &Value, list: &str| -> u64 {
         let items: Vec<&Value> = match &v[list] {

@@ -21,7 +21,10 @@ pub use crate::export::scrape::ProcessLabels;
 use crate::{
     export::scrape::ScrapeView,
     sampling::SamplingStats,
-    snapshot::{counts::Tally, Reader},
+    snapshot::{
+        counts::{Tally, PROBE_MOVE},
+        Reader,
+    },
 };
 
 /// A counter family: name, help text, and the tally field it exports.
@@ -91,11 +94,12 @@ impl Exporter {
     fn section_families(&self, view: &ScrapeView) -> Vec<MetricFamily> {
         let names = self.labels.names(self.per_cpu);
         let series = &view.series;
-        let counters: [CounterSpec; 4] = [
+        let counters: [CounterSpec; 5] = [
             ("rseq_entries_total", "Critical-section attempts entered (the descriptor store before start_ip).", |t| t.entries),
             ("rseq_commits_total", "Attempts committed: entries - aborts - cancels (includes attempts in flight, at most one per thread).", |t| t.commits),
             ("rseq_aborts_total", "Attempts aborted: kernel restarts plus the section's own CPU-mismatch branch.", |t| t.aborts),
             ("rseq_cancels_total", "Attempts that left early through an exit point.", |t| t.cancels),
+            ("rseq_probe_moved_aborts_total", "Aborts (in rseq_aborts_total) by the section's own CPU check after rseq-trace's entry probe let the scheduler move the thread to another CPU; untraced, almost none would happen. Exact mode, and sampled mode's windows.", |t| t.abort_causes.probe_move),
         ];
         let mut families = Vec::new();
         let exact = view.mode == Mode::Exact;
@@ -245,8 +249,8 @@ fn restart_families(series: &BTreeMap<Vec<String>, Tally>, names: &[&str]) -> Ve
     };
     for (labels, t) in series {
         for (cause, n) in t.abort_causes.named() {
-            if cause == "cpu_mismatch" {
-                continue;
+            if cause == "cpu_mismatch" || cause == PROBE_MOVE {
+                continue; // not kernel restarts
             }
             let mut values: Vec<&str> = labels.iter().map(String::as_str).collect();
             values.push(cause);

@@ -86,7 +86,8 @@ impl Estimate {
 pub fn extrapolate(raw: &Tally) -> Tally {
     let sampled = raw.entries;
     // Aborts our own entry probe made happen only while it is attached: no reference.
-    let references = raw.aborts - raw.abort_causes.probe.min(raw.aborts) + raw.cancels;
+    let ours = raw.abort_causes.probe + raw.abort_causes.probe_move;
+    let references = raw.aborts - ours.min(raw.aborts) + raw.cancels;
     // The windows' aborts of sections whose aborts are sampled are no reference: they are
     // what is scaled.
     let in_windows =

@@ -99,7 +99,7 @@ mod tests {
     use super::*;
 
     fn counters(e: u64, a: u64, c: u64, k: u64) -> Counters {
-        Counters([e, a, c, k, 0, 0, k, 0, 0, 0, 0])
+        Counters([e, a, c, k, 0, 0, k, 0, 0, 0, 0, 0])
     }
 
     fn key(tgid: u32, section: u32, cpu: u32) -> CountKey {
