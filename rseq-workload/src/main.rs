@@ -222,6 +222,9 @@ fn run(cli: Cli) -> Result<ExitCode, String> {
         elapsed_secs: elapsed.as_secs_f64(),
         steady_iterations: steady.map(|_| truth.iterations - truth.iterations_before_steady),
         steady_secs,
+        cpu_secs: truth.cpu_ns as f64 * 1e-9,
+        steady_cpu_secs: steady
+            .map(|_| truth.cpu_ns.saturating_sub(truth.cpu_ns_before_steady) as f64 * 1e-9),
         possible_cpus: percpu.ncpus(),
         rseq_registration: registration.name(),
         rseq_len: registration.area_len(),

@@ -81,6 +81,9 @@ pub(crate) struct Truth {
     pub iterations: u64,
     /// `--steady-after`: loop iterations run before the steady part began.
     pub iterations_before_steady: u64,
+    /// CPU nanoseconds the loop used, and of them before the steady part began.
+    pub cpu_ns: u64,
+    pub cpu_ns_before_steady: u64,
     /// SIGUSR1 sent with tgkill that the kernel accepted.
     pub signals_sent: u64,
     /// Time-slice extensions the kernel granted (`--slice-extension`).
@@ -100,6 +103,8 @@ impl Truth {
             popped_sum: 0,
             iterations: 0,
             iterations_before_steady: 0,
+            cpu_ns: 0,
+            cpu_ns_before_steady: 0,
             signals_sent: 0,
             slice_grants: 0,
         }
@@ -130,6 +135,8 @@ impl Truth {
         self.popped_sum = self.popped_sum.wrapping_add(other.popped_sum);
         self.iterations += other.iterations;
         self.iterations_before_steady += other.iterations_before_steady;
+        self.cpu_ns += other.cpu_ns;
+        self.cpu_ns_before_steady += other.cpu_ns_before_steady;
         self.signals_sent += other.signals_sent;
         self.slice_grants += other.slice_grants;
     }
@@ -269,6 +276,12 @@ pub(crate) struct Report {
     pub steady_iterations: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub steady_secs: Option<f64>,
+    /// CPU seconds the workers' loops used (their threads' own clocks), in all and in the
+    /// steady part: iterations per CPU second is what a tracer's probes take from the traced
+    /// threads, whatever else the machine runs.
+    pub cpu_secs: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub steady_cpu_secs: Option<f64>,
     /// Per-CPU slots allocated.
     pub possible_cpus: usize,
     /// "glibc", "own" (32 bytes) or "own-extended" (the kernel's feature size).
@@ -347,6 +360,8 @@ mod tests {
             elapsed_secs: 0.0,
             steady_iterations: None,
             steady_secs: None,
+            cpu_secs: 0.0,
+            steady_cpu_secs: None,
             possible_cpus: 2,
             rseq_registration: "glibc",
             rseq_len: 32,

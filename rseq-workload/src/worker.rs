@@ -181,9 +181,11 @@ pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
     let mut truth = Truth::new(ncpus);
     let mut iter: u64 = 0;
     let mut before_steady = None;
+    let cpu_at_start = steady::thread_cpu_ns();
     while plan.iterations.is_none_or(|n| iter < n) && !signals::stop_requested() {
         if before_steady.is_none() && iter.is_multiple_of(steady::LOOK_EVERY) && steady::begun() {
             before_steady = Some(iter);
+            truth.cpu_ns_before_steady = steady::thread_cpu_ns().saturating_sub(cpu_at_start);
         }
         let nth = iter + 1;
         if plan.signal_every > 0 && nth.is_multiple_of(plan.signal_every) {
@@ -250,6 +252,10 @@ pub(crate) fn run(index: usize, shared: &Shared<'_>) -> Result<Truth, String> {
         iter += 1;
     }
     truth.iterations = iter;
+    truth.cpu_ns = steady::thread_cpu_ns().saturating_sub(cpu_at_start);
+    if before_steady.is_none() {
+        truth.cpu_ns_before_steady = truth.cpu_ns;
+    }
     truth.iterations_before_steady = before_steady.unwrap_or(iter);
     Ok(truth)
 }
