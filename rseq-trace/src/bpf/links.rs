@@ -42,6 +42,26 @@ pub struct DetachOnDrop {
     pub(super) _links: Vec<Links>,
 }
 
+impl Drop for DetachOnDrop {
+    /// Drops the links at once, each on a thread. A link removes its breakpoints and then
+    /// waits for the grace period; dropped one after the other, the last link's probes would
+    /// go on trapping through every other link's wait (~100 ms each here): a window's cancel
+    /// probes, linked after its entry probes, cost three times as much as those so.
+    fn drop(&mut self) {
+        let links = std::mem::take(&mut self._links);
+        if links.len() < 2 {
+            return;
+        }
+        std::thread::scope(|s| {
+            for link in links {
+                let detach = std::thread::Builder::new().name("rseq-detach".into());
+                // Without a thread the link is dropped here, with the closure.
+                let _ = detach.spawn_scoped(s, move || drop(link));
+            }
+        });
+    }
+}
+
 impl Tracer {
     /// Attaches the probes of `sections` (id and plan) of the file at `path`, as one link.
     /// Every address passes the inside-a-section guard here, right before the kernel sees it.
