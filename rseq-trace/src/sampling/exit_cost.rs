@@ -24,10 +24,12 @@ use crate::{
 
 /// How often the exit probes' cost is looked at.
 pub(super) const CHECK_PERIOD: Duration = Duration::from_secs(1);
-/// The first look, sooner: frequent exits cost the most before it (at 250 ms, frequent
-/// cancels' probes took 1.7-1.9% of 8 s runs' CPU time). 100 ms of the traced threads' CPU
-/// time, read from /proc at its 10 ms tick, still tells a cost over half the budget apart.
-const FIRST_CHECK: Duration = Duration::from_millis(100);
+/// The first looks, sooner: frequent exits cost the most before they are moved (frequent
+/// cancels' probes take ~94% of the threads' time). At 250 ms after the first reading they
+/// took 1.7-1.9% of 8 s runs' CPU time, at 100 ms 1.7%, most of it waiting for the traced
+/// threads' CPU rate, which /proc tells only from the sampler's second reading on. Until then
+/// a probe group is moved when it costs more than its share of every online CPU's time.
+const FIRST_CHECK: Duration = Duration::from_millis(50);
 /// The share of the budget exits attached for the whole session may take, per file and kind.
 const SHARE: f64 = 0.5;
 
@@ -39,14 +41,14 @@ type Hits = BTreeMap<(ExitKind, u32), u64>;
 pub(super) struct ExitCost {
     seen: Hits,
     last: Option<Instant>,
-    /// Whether a cost was looked at yet (and not only a first reading taken).
+    /// Whether a cost was charged yet (the traced threads' CPU rate known).
     checked: bool,
 }
 
 impl ExitCost {
     /// Charges the continuous exit probes' cost since the last check to `budget`, and moves
     /// those of any file and kind over its share into the windows. `cpu_rate`: the traced
-    /// threads' CPU seconds per second.
+    /// threads' CPU seconds per second, 0 while unknown.
     pub(super) fn check(
         &mut self,
         session: &mut Session,
@@ -63,29 +65,26 @@ impl ExitCost {
         if self.last.is_some_and(|t| now < t + period) {
             return;
         }
-        let first = self.last.is_none();
-        // Until the traced threads' CPU rate is known there is no share to compare with.
-        if !first && cpu_rate <= 0.0 {
-            return;
-        }
-        let secs = self.last.map_or(0.0, |t| (now - t).as_secs_f64());
-        self.last = Some(now);
+        let last = self.last.replace(now);
         let Ok(counts) = session.tracer_mut().maps.counts() else {
             return;
         };
         let now_seen = hits_per_section(&counts);
-        if first {
-            // What was counted before is no rate yet (and was paid before any window).
-            self.seen = now_seen;
+        let before = std::mem::replace(&mut self.seen, now_seen);
+        // What was counted before the first reading is no rate yet (and was paid before any
+        // window).
+        let Some(last) = last else {
             return;
-        }
-        self.checked = true;
+        };
+        let secs = (now - last).as_secs_f64();
+        let known = cpu_rate > 0.0;
+        let rate = if known { cpu_rate } else { most_cpu_rate() };
+        let limit = SHARE * budget.fraction() * rate;
         let groups: Vec<(usize, ExitKind, Vec<u32>)> = session
             .tracer_mut()
             .continuous_exits()
             .map(|(i, k, s)| (i, k, s.to_vec()))
             .collect();
-        let limit = SHARE * budget.fraction() * cpu_rate;
         let mut charged = 0.0;
         for (index, kind, sections) in groups {
             let cost = cost_since(
@@ -93,17 +92,28 @@ impl ExitCost {
                 costs,
                 kind,
                 &sections,
+                &before,
                 &self.seen,
-                &now_seen,
             );
             charged += cost;
             if secs > 0.0 && cost / secs > limit {
-                move_into_windows(session, index, cost / secs / cpu_rate.max(1e-9));
+                move_into_windows(session, index, cost / secs / rate.max(1e-9), !known);
             }
         }
-        budget.charge(charged, cpu_rate);
-        self.seen = now_seen;
+        // Before the rate is known the cost is not charged: it was paid before any window.
+        if known {
+            self.checked = true;
+            budget.charge(charged, cpu_rate);
+        }
     }
+}
+
+/// The most CPU seconds per second the traced threads can use: every online CPU's.
+fn most_cpu_rate() -> f64 {
+    aya::util::online_cpus()
+        .map(|c| c.len())
+        .or_else(|_| std::thread::available_parallelism().map(|n| n.get()))
+        .unwrap_or(1) as f64
 }
 
 /// Aborts and cancels counted so far per section.
@@ -154,14 +164,16 @@ pub(super) fn per_hit(catalog: &Catalog, costs: &HitCosts, kind: ExitKind, s: u3
 
 /// Moves a file's exit probes of one kind into the windows; their old links are detached on a
 /// thread.
-fn move_into_windows(session: &mut Session, index: usize, share: f64) {
+/// `share` of the traced threads' CPU time, or `at_least` that while their rate is unknown.
+fn move_into_windows(session: &mut Session, index: usize, share: f64, at_least: bool) {
     let Some((kind, sections, probes)) = session.tracer_mut().sample_exits(index) else {
         return;
     };
     info!(
-        "{} of {} sections cost {:.1}% of the traced threads' CPU time: counting them in the sampling windows from now on (estimated)",
+        "{} of {} sections cost {}{:.1}% of the traced threads' CPU time: counting them in the sampling windows from now on (estimated)",
         kind.plural(),
         sections.len(),
+        if at_least { "at least " } else { "" },
         100.0 * share
     );
     Arc::make_mut(&mut session.windowed).add(kind, sections);

@@ -1,11 +1,14 @@
 //! Sampled mode's windows: when to attach the entry probes and for how long, so that what they
 //! cost the traced threads stays within a budget (a percentage of those threads' CPU time).
 //!
-//! A token bucket: the traced threads' CPU time earns credit (budget x CPU seconds); a window
-//! opens when the credit pays for at least [`MIN_WINDOW`] at the cost rate of the last windows
-//! (probe hits x cost per hit, per second of window), and its cost is spent afterwards. Before
-//! the first window nothing is known, so the worst case is assumed: every CPU second the traced
-//! threads use during a window is probe cost.
+//! A token bucket: the traced threads' CPU time earns credit (nine tenths of budget x CPU
+//! seconds, the last tenth held back for windows that cost more than planned); a window opens
+//! when the credit pays for at least [`MIN_WINDOW`] and its tail at the cost rate of the last
+//! windows (probe hits x cost per hit, per second of probes attached), and its cost is spent
+//! afterwards. The tail is the time after a window closes in which its probes are still hit,
+//! until the kernel has removed their breakpoints; it is measured from the hits. Before the
+//! first window nothing is known, so the worst case is assumed: every CPU second the traced
+//! threads use during a window and its tail is probe cost.
 
 mod budget;
 mod cpu_clock;

@@ -47,8 +47,12 @@ enum Phase {
 /// One window's bookkeeping.
 struct Window {
     len: Duration,
+    /// When its probes were attached (attaching waits for a grace period before the
+    /// breakpoints go in, so not before).
     opened_at: Instant,
     hits_before: u64,
+    /// Entry hits when it closed (the probes go on being hit until detached).
+    hits_at_close: u64,
     /// The counters when the window opened.
     before: Reading,
 }
@@ -103,6 +107,12 @@ impl Sampler {
 
     /// Does what is due at `now`; returns when it next needs a step.
     pub fn step(&mut self, session: &mut Session, now: Instant) -> Instant {
+        // Looked at on every step (it says when it is due), not only at budget checks: the
+        // first looks come sooner than the first budget check.
+        if !self.exact_exits {
+            self.exits
+                .check(session, &mut self.budget, &self.costs, self.cpu_rate, now);
+        }
         let phase = self.phase.take().unwrap_or(Phase::Idle { next: now });
         let phase = match phase {
             Phase::Idle { next } if now >= next => self.control(session, now),
@@ -166,14 +176,14 @@ impl Sampler {
         self.budget.earn(used, self.cpu_rate);
         session.sampling.budget_percent = self.percent;
         session.sampling.hit_costs = Some(self.costs);
-        if !self.exact_exits {
-            self.exits
-                .check(session, &mut self.budget, &self.costs, self.cpu_rate, now);
-        }
         session.sampling.traced_cpu_seconds += used;
         let Some(len) = self.budget.next_window(self.cpu_rate) else {
             return idle;
         };
+        debug!(
+            "a window of {len:?} planned at {:.2} CPU s/s of traced threads",
+            self.cpu_rate
+        );
         if session.tracer_mut().sample_points() == 0 {
             return idle;
         }
@@ -189,6 +199,7 @@ impl Sampler {
                     len,
                     opened_at: Instant::now(),
                     hits_before,
+                    hits_at_close: hits_before,
                     before,
                 },
                 gate_at: Instant::now() + SETTLE,
@@ -224,8 +235,9 @@ impl Sampler {
         // The exit probes moved into the windows cost too.
         let cost = hits as f64 * per_hit
             + (after.windowed_exit_cost - window.before.windowed_exit_cost).max(0.0);
-        self.budget.spend(open, cost);
-        debug!("window {open:?}: {hits} entry hits, about {cost:.4} CPU s");
+        let tail = tail(window, open, hits);
+        self.budget.spend(window.len, open, tail, cost);
+        debug!("window {open:?} (tail {tail:?}): {hits} entry hits, about {cost:.4} CPU s");
         let stats = &mut session.sampling;
         stats.windows += 1;
         stats.window_seconds += open.as_secs_f64();
@@ -233,8 +245,21 @@ impl Sampler {
     }
 }
 
+/// How long the window's probes went on being hit after it closed, at its rate while open;
+/// `None` without a hit while open. `hits`: all of them, from attach to detach.
+fn tail(window: &Window, open: Duration, hits: u64) -> Option<Duration> {
+    let during = window.hits_at_close.saturating_sub(window.hits_before);
+    let after = hits.saturating_sub(during);
+    (during > 0).then(|| open.mul_f64(after as f64 / during as f64))
+}
+
 /// Closes the gate and detaches the window's probes on a thread of their own.
-fn close(session: &mut Session, window: Window) -> Phase {
+fn close(session: &mut Session, mut window: Window) -> Phase {
+    window.hits_at_close = session
+        .tracer_mut()
+        .maps
+        .window_hits()
+        .unwrap_or(window.hits_before);
     let probes: Option<DetachOnDrop> = match session.tracer_mut().close_window() {
         Ok(p) => p,
         Err(e) => {
