@@ -35,6 +35,7 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Some(cli::Command::List(args)) => list(args),
         Some(cli::Command::Run(args)) => run_command(args).await,
+        Some(cli::Command::Gdb(args)) => gdb(args),
         Some(cli::Command::CalibrationTarget) => rseq_trace::bpf::calibrate::run_target()
             .map(|()| ExitCode::SUCCESS)
             .context("the calibration target failed"),
@@ -62,12 +63,45 @@ fn list(args: cli::ListArgs) -> anyhow::Result<ExitCode> {
         (Some(file), None) => listing::list_path(file)?,
         (None, None) => anyhow::bail!("give a FILE or --pid PID"),
     };
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&objects)?);
+    let text = if args.json {
+        serde_json::to_string_pretty(&objects)? + "\n"
     } else {
-        print!("{}", listing::to_table(&objects));
+        listing::to_table(&objects)
+    };
+    print_all(&text)
+}
+
+/// Prints `text`; a reader that went away (`| head`) is no error.
+fn print_all(text: &str) -> anyhow::Result<ExitCode> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+            Err(e).context("cannot write to standard output")
+        }
+        _ => Ok(ExitCode::SUCCESS),
     }
-    Ok(ExitCode::SUCCESS)
+}
+
+fn gdb(args: cli::GdbArgs) -> anyhow::Result<ExitCode> {
+    use rseq_trace::debugger::{self, Debuggee, GdbRun};
+    if args.print_script {
+        let path = debugger::gdb_script()?;
+        return print_all(&format!("{}\n", path.display()));
+    }
+    let what = match args.pid {
+        Some(pid) => Debuggee::Pid(pid),
+        None if args.command.is_empty() => {
+            anyhow::bail!("give --pid PID or -- PROGRAM ARGS... (or --print-script)")
+        }
+        None => Debuggee::Command(args.command),
+    };
+    let run = GdbRun {
+        gdb: args.gdb,
+        commands: args.commands,
+        batch: args.batch,
+    };
+    Err(debugger::exec_gdb(&run, &what).into())
 }
 
 async fn trace(targets: cli::Targets, out: cli::Output) -> anyhow::Result<ExitCode> {

@@ -148,6 +148,17 @@ impl ElfImage {
             .and_then(|(a, _, off, _)| (vaddr - a).checked_add(*off))
     }
 
+    /// The link-time address of file offset 0 (segments map their file ranges at a constant
+    /// distance from their addresses): a process that maps the file at offset 0 at address B
+    /// has relocated it by B minus this. 0 for position-independent files.
+    pub fn load_vaddr(&self) -> u64 {
+        self.segments
+            .iter()
+            .map(|(a, _, off, _)| a.saturating_sub(*off))
+            .min()
+            .unwrap_or(0)
+    }
+
     /// Whether `vaddr` lies in an executable segment.
     pub fn is_code(&self, vaddr: u64) -> bool {
         self.segments

@@ -22,6 +22,9 @@ pub struct ObjectListing {
     pub arch: Arch,
     /// No static symbol table: functions are named from dynamic symbols only, if at all.
     pub stripped: bool,
+    /// The link-time address of file offset 0: a process that maps the file's offset 0 at B
+    /// runs its sections at their addresses plus B minus this (the gdb extension relocates so).
+    pub load_vaddr: u64,
     /// Its critical sections, by start_ip.
     pub sections: Vec<ListedSection>,
     /// What is wrong with single table entries, each with where it is.
@@ -73,6 +76,7 @@ pub fn list_file(path: &Path, shown: &str) -> Result<ObjectListing, TableError> 
         path: shown.to_owned(),
         arch: image.arch,
         stripped: !image.has_symtab,
+        load_vaddr: image.load_vaddr(),
         sections: listed,
         warnings,
     })
