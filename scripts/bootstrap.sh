@@ -30,7 +30,7 @@ debs=(rustc-web cargo-web rust-web-src rust-web-clippy llvm-22-dev libzstd-dev z
       python3 jq binutils lld-22 gcc-aarch64-linux-gnu libc6-dev-arm64-cross
       binutils-aarch64-linux-gnu
       prometheus systemd python3-venv
-      qemu-system-x86 busybox-static cpio xz-utils zstd kmod)
+      qemu-system-x86 busybox-static cpio xz-utils zstd kmod gdb)
 missing=()
 for p in "${debs[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

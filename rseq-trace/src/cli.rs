@@ -37,6 +37,9 @@ pub(crate) enum Command {
     /// Run a command with every probe in place before its first instruction, then print the
     /// summary when it exits (like `perf stat`); exits with the command's exit code.
     Run(RunArgs),
+    /// Debug a program or process with gdb, stepping over its critical sections (single steps
+    /// would make every section abort): `info rseq`, `set rseq-step on|off`.
+    Gdb(GdbArgs),
     /// Internal: the child an agent measures probe costs in (`bpf::calibrate`).
     #[command(name = "calibration-target", hide = true)]
     CalibrationTarget,
@@ -195,4 +198,32 @@ fn parse_percent(s: &str) -> Result<f64, String> {
         Ok(p) if p > 0.0 && p <= 100.0 => Ok(p),
         _ => Err(format!("not a percentage in (0, 100]: {s}")),
     }
+}
+
+/// `rseq-trace gdb`.
+#[derive(Debug, Args)]
+pub(crate) struct GdbArgs {
+    /// Print the path of the gdb extension (for `source` in a gdb started otherwise) and exit.
+    #[arg(long, conflicts_with_all = ["pid", "command"])]
+    pub print_script: bool,
+
+    /// Attach to a running process.
+    #[arg(long, conflicts_with = "command")]
+    pub pid: Option<u32>,
+
+    /// The gdb to run.
+    #[arg(long, value_name = "PATH", default_value = "gdb")]
+    pub gdb: PathBuf,
+
+    /// A gdb command to run once the program is loaded (repeatable, in order; gdb's `-ex`).
+    #[arg(long = "ex", value_name = "COMMAND")]
+    pub commands: Vec<String>,
+
+    /// Run the `--ex` commands and exit (gdb's `-batch`), for scripts and tests.
+    #[arg(long)]
+    pub batch: bool,
+
+    /// The program to debug and its arguments (after `--`).
+    #[arg(last = true, value_name = "PROGRAM")]
+    pub command: Vec<String>,
 }

@@ -161,3 +161,31 @@ pub enum SessionError {
         reason: String,
     },
 }
+
+/// Starting a debugger with rseq-trace's extension.
+#[derive(Debug, thiserror::Error)]
+pub enum DebuggerError {
+    /// The path of this binary, which the extension runs, is unknown.
+    #[error("cannot tell where this rseq-trace binary is, which the gdb extension runs")]
+    OwnPath(#[source] io::Error),
+    /// The extension could not be written.
+    #[error(
+        "cannot write the gdb extension to {path}: set XDG_CACHE_HOME to a writable directory"
+    )]
+    Script {
+        /// Where it was to be written.
+        path: PathBuf,
+        /// What the operating system said.
+        source: io::Error,
+    },
+    /// gdb could not be started.
+    #[error("cannot run {gdb}{hint}", gdb = gdb.display(), hint = if *missing { ": install gdb (apt install gdb) or pass --gdb PATH" } else { "" })]
+    Gdb {
+        /// The gdb asked for.
+        gdb: PathBuf,
+        /// Whether it is not there at all.
+        missing: bool,
+        /// What the operating system said.
+        source: io::Error,
+    },
+}

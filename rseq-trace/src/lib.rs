@@ -13,6 +13,7 @@
 pub mod bench_rig;
 pub mod bpf;
 pub mod catalog;
+pub mod debugger;
 pub mod elf;
 pub mod error;
 pub mod export;

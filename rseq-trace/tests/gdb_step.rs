@@ -1,0 +1,341 @@
+//! The gdb extension (`rseq-trace gdb`), in Debian's gdb in batch mode, against the workload's
+//! own counts. Without it, stepping from a section's entry makes the section abort (every ptrace
+//! stop does); with it, `stepi`, `next` and `step` get through each section, and the program
+//! counts the commit, or the cancel where the section leaves by an exit point.
+
+mod support;
+
+use std::process::Command;
+
+use serde_json::Value;
+use support::{count, trace_bin, workload_bin};
+
+/// What gdb printed, and the workload's own report (the JSON line it prints at exit).
+struct Session {
+    out: String,
+    truth: Value,
+}
+
+impl Session {
+    fn section(&self, name: &str) -> &Value {
+        &self.truth["sections"][name]
+    }
+
+    fn assert_said(&self, text: &str) {
+        assert!(
+            self.out.contains(text),
+            "gdb did not say {text:?}:\n{}",
+            self.out
+        );
+    }
+
+    /// A line that begins with `start` and ends with `end`.
+    fn assert_line(&self, start: &str, end: &str) {
+        assert!(
+            self.out
+                .lines()
+                .any(|l| l.starts_with(start) && l.ends_with(end)),
+            "gdb said no line {start:?}...{end:?}:\n{}",
+            self.out
+        );
+    }
+}
+
+/// Runs the workload with `args` under gdb with `commands`: through `rseq-trace gdb` when
+/// `extension`, else plain gdb. `cpu0`: pinned to CPU 0 (one per-CPU stack for every push).
+fn debug(extension: bool, cpu0: bool, args: &[&str], commands: &[&str]) -> Session {
+    let workload = workload_bin().display().to_string();
+    let mut program = vec![workload.as_str(), "--threads", "1"];
+    program.extend_from_slice(args);
+    debug_program(extension, cpu0, &program, commands, "{\"pid\"")
+}
+
+/// Runs `program` (and its arguments) under gdb; its report is the line that begins with
+/// `report`.
+fn debug_program(
+    extension: bool,
+    cpu0: bool,
+    program: &[&str],
+    commands: &[&str],
+    report: &str,
+) -> Session {
+    let mut cmd = Command::new("taskset");
+    cmd.args(["-c", if cpu0 { "0" } else { "0-1023" }]);
+    if extension {
+        cmd.arg(trace_bin()).args(["gdb", "--batch"]);
+        for c in commands {
+            cmd.args(["--ex", c]);
+        }
+        cmd.arg("--");
+    } else {
+        cmd.args(["gdb", "-q", "-batch", "-nx"]);
+        for c in commands {
+            cmd.args(["-ex", c]);
+        }
+        cmd.arg("--args");
+    }
+    cmd.args(program);
+    let out = cmd.output().expect("cannot run gdb (apt install gdb)");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    // Its line may follow gdb's own output on the same line of the shared pipe.
+    let truth = text
+        .lines()
+        .find_map(|l| l.find(report).map(|i| &l[i..]))
+        .map(|l| serde_json::from_str(l).unwrap())
+        .unwrap_or_else(|| panic!("the program printed no report under gdb:\n{text}"));
+    Session { out: text, truth }
+}
+
+fn have_gdb() -> bool {
+    let found = Command::new("gdb").arg("--version").output().is_ok();
+    if !found {
+        eprintln!("skipped: gdb is not installed (scripts/bootstrap.sh installs it)");
+    }
+    found
+}
+
+#[test]
+fn without_the_extension_stepping_aborts_the_section() {
+    if !have_gdb() {
+        return;
+    }
+    let s = debug(
+        false,
+        false,
+        &["--iterations", "3"],
+        &[
+            "break rseq_workload_counter_add",
+            "run",
+            "next",
+            "delete",
+            "continue",
+        ],
+    );
+    let counter = s.section("counter_add");
+    assert_eq!(count(counter, "aborts"), 1, "{counter}");
+    assert_eq!(count(counter, "commits"), 2, "{counter}");
+}
+
+#[test]
+fn stepi_steps_over_every_section_and_it_commits() {
+    if !have_gdb() {
+        return;
+    }
+    // Iteration 1 adds and pushes, iteration 2 adds and pops: four stops, each stepped
+    // instruction by instruction past its section.
+    let mut commands = vec![
+        "break rseq_workload_counter_add",
+        "break rseq_workload_list_push",
+        "break rseq_workload_list_pop",
+        "run",
+    ];
+    for _ in 0..4 {
+        commands.extend(["stepi"; 8]);
+        commands.push("continue");
+    }
+    let s = debug(
+        true,
+        true,
+        &["--iterations", "2", "--burst", "1"],
+        &commands,
+    );
+    s.assert_said("rseq: stepped over rseq_key_workload_counter (committed)");
+    s.assert_said("rseq: stepped over rseq_key_workload_list_push (committed)");
+    // list_pop has no marker table: its key is its function+offset, which the build decides.
+    s.assert_line(
+        "rseq: stepped over rseq_workload_list_pop+0x",
+        " (committed)",
+    );
+    for name in ["counter_add", "list_push", "list_pop"] {
+        let t = s.section(name);
+        assert_eq!(count(t, "aborts"), 0, "{name}: {t}");
+        assert_eq!(count(t, "commits"), count(t, "entries"), "{name}: {t}");
+    }
+    assert_eq!(count(s.section("counter_add"), "commits"), 2);
+}
+
+#[test]
+fn next_and_step_go_on_past_the_section() {
+    if !have_gdb() {
+        return;
+    }
+    let s = debug(
+        true,
+        true,
+        &["--iterations", "3"],
+        &[
+            "break rseq_workload_counter_add",
+            "break rseq_workload_list_push",
+            "run",
+            "next",
+            "continue",
+            "step",
+            "delete",
+            "continue",
+        ],
+    );
+    s.assert_said("rseq: stepped over rseq_key_workload_counter (committed)");
+    s.assert_said("rseq: stepped over rseq_key_workload_list_push (committed)");
+    for name in ["counter_add", "list_push"] {
+        let t = s.section(name);
+        assert_eq!(count(t, "aborts"), 0, "{name}: {t}");
+        assert_eq!(count(t, "commits"), 3, "{name}: {t}");
+    }
+}
+
+#[test]
+fn cancels_are_reported_as_cancels() {
+    if !have_gdb() {
+        return;
+    }
+    // One CPU's stack holds 8 items: pushes 9-12 leave by the exit point. Stop at the 10th.
+    let s = debug(
+        true,
+        true,
+        &["--iterations", "12", "--burst", "100"],
+        &[
+            "break rseq_workload_list_push",
+            "ignore 1 9",
+            "run",
+            "next",
+            "delete",
+            "continue",
+        ],
+    );
+    s.assert_said("rseq: stepped over rseq_key_workload_list_push (cancelled at 0x");
+    let push = s.section("list_push");
+    assert_eq!(count(push, "cancels"), 4, "{push}");
+    assert_eq!(count(push, "aborts"), 0, "{push}");
+}
+
+#[test]
+fn a_section_that_fails_its_own_check_is_reported_aborted() {
+    if !have_gdb() {
+        return;
+    }
+    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
+        eprintln!("skipped: --mismatch-every needs two CPUs");
+        return;
+    }
+    // Pinned: a thread stopped by gdb may resume on another CPU, which the deliberate
+    // mismatch would then match.
+    let s = debug(
+        true,
+        true,
+        &["--iterations", "1", "--mismatch-every", "1"],
+        &[
+            "break rseq_workload_counter_add",
+            "run",
+            "next",
+            "delete",
+            "continue",
+        ],
+    );
+    s.assert_said("rseq: stepped over rseq_key_workload_counter (aborted: ");
+    assert_eq!(count(s.section("counter_add"), "aborts"), 1);
+}
+
+#[test]
+fn info_rseq_and_a_breakpoint_inside_a_section() {
+    if !have_gdb() {
+        return;
+    }
+    let s = debug(
+        true,
+        false,
+        &["--iterations", "1"],
+        &[
+            "break rseq_workload_counter_add",
+            "run",
+            "info rseq",
+            "info rseq rseq_key_workload_list_push",
+            // Two bytes past start_ip, as the extension relocated it.
+            "python gdb.execute(f\"break *{CATALOG.of_key('rseq_key_workload_counter')[0].start + 2:#x}\")",
+            "delete",
+            "continue",
+        ],
+    );
+    for key in ["rseq_key_workload_counter", "rseq_key_workload_list_push"] {
+        s.assert_said(&format!("\n{key}\n"));
+    }
+    s.assert_said("\nrseq_workload_list_pop+0x");
+    s.assert_said("tables: __rseq_cs, __rseq_markers");
+    s.assert_said("is inside critical section rseq_key_workload_counter");
+    s.assert_said("every hit makes the section abort");
+}
+
+#[test]
+fn print_script_names_a_file_gdb_can_source() {
+    let out = Command::new(trace_bin())
+        .args(["gdb", "--print-script"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let path = String::from_utf8(out.stdout).unwrap();
+    let text = std::fs::read_to_string(path.trim()).unwrap();
+    assert!(text.contains("class InfoRseq"), "{path}");
+    assert!(text.contains(&trace_bin().display().to_string()), "{path}");
+}
+
+#[test]
+fn sections_of_a_library_loaded_with_dlopen_are_stepped_over() {
+    if !have_gdb() {
+        return;
+    }
+    let lib = trace_bin().with_file_name("librseq_workload_sections.so");
+    let lib = std::fs::canonicalize(&lib)
+        .unwrap_or_else(|e| panic!("{}: {e}; run `cargo build` first", lib.display()));
+    let lib = lib.display().to_string();
+    let s = debug(
+        true,
+        true,
+        &["--iterations", "3", "--sections-lib", &lib],
+        &[
+            "set breakpoint pending on",
+            "break rseq_workload_counter_add",
+            "run",
+            "next",
+            "delete",
+            "continue",
+        ],
+    );
+    assert_eq!(s.truth["sections_from"], lib.as_str(), "{}", s.truth);
+    s.assert_said("rseq: stepped over rseq_key_workload_counter (committed)");
+    let counter = s.section("counter_add");
+    assert_eq!(count(counter, "aborts"), 0, "{counter}");
+    assert_eq!(count(counter, "commits"), 3, "{counter}");
+}
+
+/// The librseq-shaped fixture retries every section until it commits: stepped, its loop never
+/// ends (each stepped attempt aborts); stepped over, the first attempt commits.
+#[test]
+fn librseq_style_retry_loops_commit_when_stepped_over() {
+    if !have_gdb() {
+        return;
+    }
+    let fx = support::fixtures::librseq_param()
+        .path
+        .display()
+        .to_string();
+    for (test, section) in [("inc", "px_inc"), ("retry", "px_retry_inc")] {
+        let program = [fx.as_str(), "-t", "1", "-r", "1", "-T", test];
+        let brk = format!("break {section}");
+        let mut without = vec![brk.as_str(), "run"];
+        without.extend(["stepi"; 300]);
+        without.extend(["delete", "continue"]);
+        let s = debug_program(false, true, &program, &without, "{\"threads\"");
+        let t = &s.truth["sections"][section];
+        // Each stepped attempt aborted: 300 steps are 10-30 attempts of a few instructions.
+        assert!(
+            count(t, "aborts") >= 5,
+            "{section} stepped without the extension: {t}"
+        );
+        let with = [brk.as_str(), "run", "next", "next", "delete", "continue"];
+        let s = debug_program(true, true, &program, &with, "{\"threads\"");
+        s.assert_line(&format!("rseq: stepped over {section}"), " (committed)");
+        let t = &s.truth["sections"][section];
+        assert_eq!(count(t, "aborts"), 0, "{section} stepped over: {t}");
+        assert_eq!(count(t, "attempts"), 1, "{section} stepped over: {t}");
+    }
+}
