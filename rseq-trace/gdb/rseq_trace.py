@@ -229,7 +229,12 @@ def rseq_trace_after(command):
                 break
             # Hooks do not run inside a hook: arm the entries again by hand.
             rseq_trace_begin(command)
-            gdb.execute(command)
+            try:
+                gdb.execute(command)
+            except gdb.error as e:
+                # An abort handler without a symbol: `next` has no line to step.
+                gdb.write(f"rseq: {command} cannot go on from here ({e})\n")
+                break
     finally:
         STATE.arm_entries(False)
         STATE.command = None

@@ -82,7 +82,13 @@ fn debug_program(
     let truth = text
         .lines()
         .find_map(|l| l.find(report).map(|i| &l[i..]))
-        .map(|l| serde_json::from_str(l).unwrap())
+        // And gdb's may follow it.
+        .and_then(|l| {
+            serde_json::Deserializer::from_str(l)
+                .into_iter::<Value>()
+                .next()?
+                .ok()
+        })
         .unwrap_or_else(|| panic!("the program printed no report under gdb:\n{text}"));
     Session { out: text, truth }
 }
@@ -338,4 +344,103 @@ fn librseq_style_retry_loops_commit_when_stepped_over() {
         assert_eq!(count(t, "aborts"), 0, "{section} stepped over: {t}");
         assert_eq!(count(t, "attempts"), 1, "{section} stepped over: {t}");
     }
+}
+
+#[test]
+fn set_rseq_step_off_steps_as_plain_gdb_does() {
+    if !have_gdb() {
+        return;
+    }
+    let s = debug(
+        true,
+        true,
+        &["--iterations", "3"],
+        &[
+            "set rseq-step off",
+            "show rseq-step",
+            "break rseq_workload_counter_add",
+            "run",
+            "next",
+            "delete",
+            "continue",
+        ],
+    );
+    s.assert_said("Stepping over rseq critical sections is off.");
+    assert!(!s.out.contains("rseq: stepped over"), "{}", s.out);
+    assert_eq!(count(s.section("counter_add"), "aborts"), 1);
+}
+
+#[test]
+fn until_and_nexti_step_over_and_info_rseq_takes_an_address() {
+    if !have_gdb() {
+        return;
+    }
+    // Two threads, the other one running free (`set scheduler-locking step` leaves it
+    // stopped only while stepping): the stepped thread's attempts commit all the same.
+    let s = debug(
+        true,
+        true,
+        &["--iterations", "2"],
+        &[
+            "set scheduler-locking step",
+            "break rseq_workload_counter_add",
+            "run",
+            "until",
+            "continue",
+            "nexti",
+            "nexti",
+            "nexti",
+            "nexti",
+            "info rseq $pc",
+            "delete",
+            "continue",
+        ],
+    );
+    let stepped = s
+        .out
+        .matches("rseq: stepped over rseq_key_workload_counter (committed)")
+        .count();
+    assert_eq!(stepped, 2, "{}", s.out);
+    let counter = s.section("counter_add");
+    assert_eq!(count(counter, "aborts"), 0, "{counter}");
+    assert_eq!(count(counter, "commits"), 2, "{counter}");
+}
+
+#[test]
+fn attaching_to_a_running_process_steps_over_its_sections() {
+    if !have_gdb() {
+        return;
+    }
+    let mut child = Command::new(workload_bin())
+        .args(["--threads", "1", "--duration", "4"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let pid = child.id().to_string();
+    let out = Command::new(trace_bin())
+        .args(["gdb", "--batch", "--pid", &pid])
+        .args([
+            "--ex",
+            "break rseq_workload_counter_add",
+            "--ex",
+            "continue",
+        ])
+        .args(["--ex", "next", "--ex", "delete", "--ex", "detach"])
+        .output()
+        .unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let status = child.wait().unwrap();
+    assert!(
+        status.success(),
+        "the workload failed after gdb detached: {status}"
+    );
+    // Running free through the section, the thread may be preempted in it: committed or
+    // aborted, it came out.
+    assert!(
+        text.contains("rseq: stepped over rseq_key_workload_counter ("),
+        "{text}"
+    );
+    assert!(!text.contains("Traceback"), "{text}");
 }
