@@ -444,3 +444,46 @@ fn attaching_to_a_running_process_steps_over_its_sections() {
     );
     assert!(!text.contains("Traceback"), "{text}");
 }
+
+/// A marker key over two sections with five exits between them: each stop at either section's
+/// entry comes out at one of the key's exits, as the program counts it (the first cap of the
+/// CPU's value commits, the next one cancels).
+#[test]
+fn a_marker_key_over_two_sections_comes_out_at_its_exits() {
+    if !have_gdb() {
+        return;
+    }
+    let fx = support::fixtures::marker_key().path.display().to_string();
+    let report = "{\"sections\"";
+    let without = ["break fx_pair_add", "run", "next", "delete", "continue"];
+    let s = debug_program(false, true, &[fx.as_str(), "2"], &without, report);
+    let add = &s.truth["sections"]["fx_pair_add"];
+    assert!(
+        count(add, "aborts") >= 1,
+        "stepped without the extension: {add}"
+    );
+    let mut with = vec!["break fx_pair_add", "break fx_pair_cap", "run"];
+    for _ in 0..4 {
+        with.extend(["next", "continue"]);
+    }
+    let s = debug_program(true, true, &[fx.as_str(), "2"], &with, report);
+    let said = |how: &str| {
+        s.out
+            .lines()
+            .filter(|l| l.starts_with("rseq: stepped over rseq_key_fx_pair (") && l.contains(how))
+            .count()
+    };
+    assert_eq!(said("(committed)"), 3, "{}", s.out);
+    assert_eq!(said("(cancelled at 0x"), 1, "{}", s.out);
+    let (add, cap) = (
+        &s.truth["sections"]["fx_pair_add"],
+        &s.truth["sections"]["fx_pair_cap"],
+    );
+    assert_eq!(
+        count(add, "aborts") + count(cap, "aborts"),
+        0,
+        "{}",
+        s.truth
+    );
+    assert_eq!(count(cap, "cancels"), 1, "{}", s.truth);
+}

@@ -77,6 +77,7 @@ fn expected(format: &str) -> Vec<Expected> {
             e("px_list_push", 1),
             e("px_retry_inc", 0),
         ],
+        "marker_key" => vec![e("fx_pair_add", 0), e("fx_pair_cap", 1)],
         other => unreachable!("unknown fixture format {other}"),
     };
     v.sort();
@@ -295,6 +296,26 @@ pub(crate) fn librseq_param() -> &'static Fixture {
         fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
         let v = Variant {
             format: "librseq_param",
+            arch: "x86_64",
+            linker: "gnu",
+            kind: "pie",
+            relr: false,
+        };
+        build(&v, &dir)
+    })
+}
+
+/// The marker-key program (`tests/fixtures/marker_key_x86_64.c`, a PIE): one marker key over
+/// two sections retried until commit or cancel, with its own counts on stdout. Not in [`all`]:
+/// it is a program to debug, not a table format.
+pub(crate) fn marker_key() -> &'static Fixture {
+    static KEY: OnceLock<Fixture> = OnceLock::new();
+    KEY.get_or_init(|| {
+        check_tool("gcc", "gcc");
+        let dir = build_dir();
+        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let v = Variant {
+            format: "marker_key",
             arch: "x86_64",
             linker: "gnu",
             kind: "pie",
