@@ -188,6 +188,7 @@ class State:
         self.busy = False
 
     def arm_entries(self, on):
+        thread = None
         if on:
             sections = CATALOG.current()
             key = (CATALOG.pid, len(sections))
@@ -195,8 +196,13 @@ class State:
                 self.drop_entries()
                 self.entries = [EntryBreakpoint(s) for s in sections if s.entry is not None]
                 self.entries_of = key
+            selected = gdb.selected_thread()
+            thread = selected.global_num if selected is not None else None
         for b in self.entries:
             if b.is_valid():
+                # Only the stepped thread stops there; the others pass (outside any section).
+                if on and b.thread != thread:
+                    b.thread = thread
                 b.enabled = on
 
     def drop_entries(self):

@@ -45,7 +45,10 @@ impl Session {
 /// `extension`, else plain gdb. `cpu0`: pinned to CPU 0 (one per-CPU stack for every push).
 fn debug(extension: bool, cpu0: bool, args: &[&str], commands: &[&str]) -> Session {
     let workload = workload_bin().display().to_string();
-    let mut program = vec![workload.as_str(), "--threads", "1"];
+    let mut program = vec![workload.as_str()];
+    if !args.contains(&"--threads") {
+        program.extend(["--threads", "1"]);
+    }
     program.extend_from_slice(args);
     debug_program(extension, cpu0, &program, commands, "{\"pid\"")
 }
@@ -375,8 +378,8 @@ fn until_and_nexti_step_over_and_info_rseq_takes_an_address() {
     if !have_gdb() {
         return;
     }
-    // Two threads, the other one running free (`set scheduler-locking step` leaves it
-    // stopped only while stepping): the stepped thread's attempts commit all the same.
+    // `set scheduler-locking step`: the other threads stay stopped while the thread steps
+    // (and run while the extension lets it through the section).
     let s = debug(
         true,
         true,
@@ -404,6 +407,31 @@ fn until_and_nexti_step_over_and_info_rseq_takes_an_address() {
     let counter = s.section("counter_add");
     assert_eq!(count(counter, "aborts"), 0, "{counter}");
     assert_eq!(count(counter, "commits"), 2, "{counter}");
+}
+
+#[test]
+fn other_threads_running_meanwhile_do_not_stop_the_step_over() {
+    if !have_gdb() {
+        return;
+    }
+    // Two workers on one CPU, the other one running free while the first steps: it passes the
+    // entry breakpoints (they are the stepped thread's only) and the exit breakpoints.
+    let s = debug(
+        true,
+        true,
+        &["--threads", "2", "--iterations", "20000"],
+        &[
+            "break rseq_workload_counter_add",
+            "run",
+            "delete",
+            "next",
+            "next",
+            "continue",
+        ],
+    );
+    s.assert_said("rseq: stepped over rseq_key_workload_counter (");
+    assert_eq!(s.truth["invariant_ok"], true, "{}", s.truth);
+    assert!(!s.out.contains("Traceback"), "{}", s.out);
 }
 
 #[test]
