@@ -312,8 +312,8 @@ def on_new_objfile(_event):
 
 def on_exited(_event):
     CATALOG.forget()
-    STATE.entries = []
-    STATE.entries_of = None
+    # A new run may map the files elsewhere: its entry breakpoints are made anew.
+    STATE.drop_entries()
 
 
 def on_breakpoint_created(bp):

@@ -96,19 +96,17 @@ fn debug_program(
     Session { out: text, truth }
 }
 
-fn have_gdb() -> bool {
-    let found = Command::new("gdb").arg("--version").output().is_ok();
-    if !found {
-        eprintln!("skipped: gdb is not installed (scripts/bootstrap.sh installs it)");
-    }
-    found
+/// gdb is a test tool like gcc: `scripts/bootstrap.sh` installs it, so its absence fails.
+fn require_gdb() {
+    assert!(
+        Command::new("gdb").arg("--version").output().is_ok(),
+        "gdb is not installed: run scripts/bootstrap.sh (or apt install gdb)"
+    );
 }
 
 #[test]
 fn without_the_extension_stepping_aborts_the_section() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let s = debug(
         false,
         false,
@@ -128,9 +126,7 @@ fn without_the_extension_stepping_aborts_the_section() {
 
 #[test]
 fn stepi_steps_over_every_section_and_it_commits() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     // Iteration 1 adds and pushes, iteration 2 adds and pops: four stops, each stepped
     // instruction by instruction past its section.
     let mut commands = vec![
@@ -166,9 +162,7 @@ fn stepi_steps_over_every_section_and_it_commits() {
 
 #[test]
 fn next_and_step_go_on_past_the_section() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let s = debug(
         true,
         true,
@@ -195,9 +189,7 @@ fn next_and_step_go_on_past_the_section() {
 
 #[test]
 fn cancels_are_reported_as_cancels() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     // One CPU's stack holds 8 items: pushes 9-12 leave by the exit point. Stop at the 10th.
     let s = debug(
         true,
@@ -220,9 +212,7 @@ fn cancels_are_reported_as_cancels() {
 
 #[test]
 fn a_section_that_fails_its_own_check_is_reported_aborted() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         eprintln!("skipped: --mismatch-every needs two CPUs");
         return;
@@ -247,9 +237,7 @@ fn a_section_that_fails_its_own_check_is_reported_aborted() {
 
 #[test]
 fn info_rseq_and_a_breakpoint_inside_a_section() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let s = debug(
         true,
         false,
@@ -289,9 +277,7 @@ fn print_script_names_a_file_gdb_can_source() {
 
 #[test]
 fn sections_of_a_library_loaded_with_dlopen_are_stepped_over() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let lib = trace_bin().with_file_name("librseq_workload_sections.so");
     let lib = std::fs::canonicalize(&lib)
         .unwrap_or_else(|e| panic!("{}: {e}; run `cargo build` first", lib.display()));
@@ -320,9 +306,7 @@ fn sections_of_a_library_loaded_with_dlopen_are_stepped_over() {
 /// ends (each stepped attempt aborts); stepped over, the first attempt commits.
 #[test]
 fn librseq_style_retry_loops_commit_when_stepped_over() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let fx = support::fixtures::librseq_param()
         .path
         .display()
@@ -351,9 +335,7 @@ fn librseq_style_retry_loops_commit_when_stepped_over() {
 
 #[test]
 fn set_rseq_step_off_steps_as_plain_gdb_does() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let s = debug(
         true,
         true,
@@ -375,9 +357,7 @@ fn set_rseq_step_off_steps_as_plain_gdb_does() {
 
 #[test]
 fn until_and_nexti_step_over_and_info_rseq_takes_an_address() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     // `set scheduler-locking step`: the other threads stay stopped while the thread steps
     // (and run while the extension lets it through the section).
     let s = debug(
@@ -411,9 +391,7 @@ fn until_and_nexti_step_over_and_info_rseq_takes_an_address() {
 
 #[test]
 fn other_threads_running_meanwhile_do_not_stop_the_step_over() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     // Two workers on one CPU, the other one running free while the first steps: it passes the
     // entry breakpoints (they are the stepped thread's only) and the exit breakpoints.
     let s = debug(
@@ -436,9 +414,7 @@ fn other_threads_running_meanwhile_do_not_stop_the_step_over() {
 
 #[test]
 fn attaching_to_a_running_process_steps_over_its_sections() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let mut child = Command::new(workload_bin())
         .args(["--threads", "1", "--duration", "4"])
         .stdout(std::process::Stdio::piped())
@@ -478,9 +454,7 @@ fn attaching_to_a_running_process_steps_over_its_sections() {
 /// CPU's value commits, the next one cancels).
 #[test]
 fn a_marker_key_over_two_sections_comes_out_at_its_exits() {
-    if !have_gdb() {
-        return;
-    }
+    require_gdb();
     let fx = support::fixtures::marker_key().path.display().to_string();
     let report = "{\"sections\"";
     let without = ["break fx_pair_add", "run", "next", "delete", "continue"];
