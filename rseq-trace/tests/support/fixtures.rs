@@ -290,19 +290,7 @@ pub(crate) fn all() -> &'static [Fixture] {
 /// trace, not a table format.
 pub(crate) fn librseq_param() -> &'static Fixture {
     static PARAM: OnceLock<Fixture> = OnceLock::new();
-    PARAM.get_or_init(|| {
-        check_tool("gcc", "gcc");
-        let dir = build_dir();
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let v = Variant {
-            format: "librseq_param",
-            arch: "x86_64",
-            linker: "gnu",
-            kind: "pie",
-            relr: false,
-        };
-        build(&v, &dir)
-    })
+    PARAM.get_or_init(|| program("librseq_param"))
 }
 
 /// The marker-key program (`tests/fixtures/marker_key_x86_64.c`, a PIE): one marker key over
@@ -310,19 +298,22 @@ pub(crate) fn librseq_param() -> &'static Fixture {
 /// it is a program to debug, not a table format.
 pub(crate) fn marker_key() -> &'static Fixture {
     static KEY: OnceLock<Fixture> = OnceLock::new();
-    KEY.get_or_init(|| {
-        check_tool("gcc", "gcc");
-        let dir = build_dir();
-        fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
-        let v = Variant {
-            format: "marker_key",
-            arch: "x86_64",
-            linker: "gnu",
-            kind: "pie",
-            relr: false,
-        };
-        build(&v, &dir)
-    })
+    KEY.get_or_init(|| program("marker_key"))
+}
+
+/// Builds the x86-64 PIE test program `tests/fixtures/<format>_x86_64.c`.
+fn program(format: &'static str) -> Fixture {
+    check_tool("gcc", "gcc");
+    let dir = build_dir();
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+    let v = Variant {
+        format,
+        arch: "x86_64",
+        linker: "gnu",
+        kind: "pie",
+        relr: false,
+    };
+    build(&v, &dir)
 }
 
 /// The fixture named `name` (see [`Fixture::name`]).
